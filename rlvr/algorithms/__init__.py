@@ -1,0 +1,1 @@
+"""Pure tensor functions of the policy update: advantages, KL estimators, losses, aggregation."""

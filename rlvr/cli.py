@@ -1,0 +1,181 @@
+"""`rlvr demo | sft | train | eval` — the command line.
+
+Recipes are YAML files (see recipes/); a bare name like `demo` means the recipe shipped with
+rlvr. Any field can be overridden as `section.field=value`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def recipe_path(name: str) -> Path:
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    shipped = RECIPES / f"{name}.yaml"
+    if shipped.exists():
+        return shipped
+    names = ", ".join(sorted(q.stem for q in RECIPES.glob("*.yaml")))
+    raise SystemExit(f"error: no recipe file {name!r}; give a path to a YAML file or one of: {names}")
+
+
+def _load(recipe: str, overrides: list[str], **changes):
+    from rlvr.config import load_config
+
+    cfg = load_config(recipe_path(recipe), overrides)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _fresh_dir(path: Path) -> Path:
+    if path.exists() and any(path.iterdir()):
+        raise SystemExit(f"error: {path} already exists and is not empty; choose another with output_dir=... "
+                         "(rlvr never writes over an earlier run)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cmd_sft(args) -> dict:
+    return run_sft(_load(args.recipe, args.overrides))
+
+
+def save_config(cfg, path: Path) -> None:
+    """The resolved recipe, so a run can be repeated exactly: `rlvr train path/config.yaml`."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def run_sft(cfg) -> dict:
+    from rlvr.eval.evaluate import evaluate, format_table
+    from rlvr.logging import MetricsLog
+    from rlvr.models import count_parameters, eos_token_ids, load_policy
+    from rlvr.rewards import resolve
+    from rlvr.rollout.hf import HFEngine
+    from rlvr.tasks import load_task
+    from rlvr.train.sft import train_sft
+
+    out = _fresh_dir(Path(cfg.output_dir))
+    save_config(cfg, out / "config.yaml")
+    reward = resolve(cfg.task.reward)
+    data = load_task(cfg.task, need=("sft", "heldout"))
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+    print(f"model {cfg.model.name_or_path}: {count_parameters(model) / 1e6:.2f} M parameters")
+    print(f"task: {data.description}")
+    engine = HFEngine(model, tok, eos_token_ids(tok, model))
+    res = train_sft(model, tok, engine, data.sft_train, data.sft_val, reward, cfg.task.template, cfg.sft,
+                    MetricsLog(out / "metrics.jsonl"), seed=cfg.seed)
+    print(f"SFT budget: {res.examples} worked solutions, {res.steps} steps ({res.epochs:.1f} epochs), "
+          f"{res.seconds:.0f} s; stopped at {res.stopped_because}")
+    print("SFT plateau (validation greedy accuracy by step): "
+          + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in res.curve)
+          + f"; best {100 * res.best_val_accuracy:.1f}% at step {res.best_step}")
+    model.save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    result = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
+    if data.heldout:
+        ev = evaluate(engine, tok, data.heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
+                      cfg.eval.batch_size, samples_path=out / "samples.jsonl")
+        print(format_table({"after SFT": ev}))
+        result["heldout"] = ev.to_json()
+        result["_eval"] = ev
+    (out / "sft.json").write_text(json.dumps({k: v for k, v in result.items() if k != "_eval"}, indent=2))
+    print(f"saved {out / 'model'}")
+    return result
+
+
+def cmd_train(args) -> dict:
+    from rlvr.train.rl import train_rl
+
+    cfg = _load(args.recipe, args.overrides)
+    if not args.resume:
+        _fresh_dir(Path(cfg.output_dir))
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    result = train_rl(cfg, resume=args.resume)
+    if args.eval:
+        eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
+    return result
+
+
+def eval_model(model_path: str, cfg, out: Path | None):
+    from rlvr.eval.evaluate import evaluate, format_table
+    from rlvr.models import eos_token_ids, load_policy
+    from rlvr.rewards import resolve
+    from rlvr.rollout.hf import HFEngine
+    from rlvr.tasks import load_task
+
+    data = load_task(cfg.task, need=("heldout",))
+    samples = data.heldout[: cfg.eval.limit] if cfg.eval.limit else data.heldout
+    model, tok = load_policy(model_path, dtype=cfg.model.dtype)
+    engine = HFEngine(model, tok, eos_token_ids(tok, model))
+    ev = evaluate(engine, tok, samples, resolve(cfg.task.reward), cfg.task.template, cfg.eval.max_new_tokens,
+                  cfg.eval.batch_size, samples_path=out / "samples.jsonl" if out else None)
+    print(format_table({Path(model_path).name or model_path: ev}))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps({"model": model_path, **ev.to_json()}, indent=2))
+    return ev
+
+
+def cmd_eval(args) -> None:
+    overrides = list(args.overrides)
+    if args.task:
+        overrides.append(f"task.name={args.task}")
+    cfg = _load(args.recipe, overrides)
+    eval_model(args.model, cfg, Path(args.out) if args.out else None)
+
+
+def cmd_demo(args) -> None:
+    from rlvr.demo import run_demo
+
+    overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
+    run_demo(_load("demo", overrides))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="rlvr", description="RL from verifiable rewards for language models.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="SFT -> eval -> GRPO -> eval on the embedded tiny model (CPU, minutes)")
+    p.add_argument("--out", help="output folder (default: runs/demo)")
+    p.add_argument("overrides", nargs="*", help="section.field=value")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("sft", help="supervised fine-tuning on worked solutions")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=cmd_sft)
+    p = sub.add_parser("train", help="RL (GRPO) from a recipe")
+    p.add_argument("recipe")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    p.add_argument("--no-eval", dest="eval", action="store_false", help="skip the held-out eval at the end")
+    p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("eval", help="greedy held-out accuracy of a model")
+    p.add_argument("--model", required=True, help="checkpoint folder or hub id")
+    p.add_argument("--task", help="task name (default: the recipe's)")
+    p.add_argument("--recipe", default="demo", help="recipe for task and eval settings (default: demo)")
+    p.add_argument("--out", help="folder for eval.json and samples.jsonl")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(fn=cmd_eval)
+    args = ap.parse_args(argv)
+    from rlvr.config import ConfigError
+
+    try:
+        args.fn(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Recipes: YAML files with one section per component, plus `a.b=value` overrides.
+
+Every field is documented once, here. Loading validates names, types and ranges before any
+model is built, and errors name the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "embedded"  # "embedded" (the tiny built-in Qwen3), a hub id, or a local folder
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    init_seed: int = 0  # weight init of the embedded model
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "arithmetic"  # arithmetic (built in) | jsonl (train_path / eval_path)
+    reward: str = "exact"  # registered reward name, or your own as "module:function"
+    template: str = "auto"  # auto | chat | plain | book
+    train_path: str | None = None  # jsonl: training problems (with `solution` for SFT)
+    eval_path: str | None = None  # jsonl: held-out problems
+    seed: int = 0  # problem generation (arithmetic)
+    sft_examples: int = 2000  # arithmetic: worked solutions available to SFT (the scarce data)
+    sft_val: int = 300  # arithmetic: problems (disjoint from the above) to detect the SFT plateau
+    sft_max_digits: int = 3  # arithmetic: largest operand size with worked solutions
+    rl_max_digits: int = 5  # arithmetic: largest operand size among answer-only RL problems
+    rl_problems: int = 50000  # arithmetic: size of the answer-only RL pool
+    eval_per_bucket: int = 500  # arithmetic: held-out problems per bucket (seen sizes / longer)
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    batch_size: int = 64
+    max_steps: int = 4000  # upper bound; training normally stops at the plateau
+    eval_every: int = 100  # steps between plateau checks (greedy accuracy on the validation set)
+    patience: int = 4  # stop after this many checks without a new best; the best weights are kept
+    time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
+    grad_clip: float = 1.0
+    max_new_tokens: int = 96  # for the plateau checks
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    steps: int = 200
+    prompts_per_step: int = 16
+    group_size: int = 8  # G rollouts per prompt
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_p: float = 1.0
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    inner_epochs: int = 1  # mu: optimizer steps on each rollout batch (PPO-style reuse)
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0  # beta of the k3 KL penalty to the frozen start policy (0: no reference model)
+    advantage: str = "grpo"
+    loss: str = "ppo_clip"
+    aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean
+    skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+    micro_batch_size: int = 64  # rollouts per forward/backward; the loss does not depend on it
+    time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
+    eval_every: int = 0  # steps between held-out evals inside the run (0: only at the end)
+    save_every: int = 25  # steps between checkpoints
+    keep_checkpoints: int = 2
+    log_samples_every: int = 25  # steps between logged completions
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_new_tokens: int = 96
+    batch_size: int = 512
+    limit: int = 0  # evaluate only the first N problems (0: all)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output_dir: str = "runs/demo"
+    seed: int = 0  # sampling, shuffling and everything else random in training
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate."""
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: recipe not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of sections (model:, task:, rl: ...)")
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"override {item!r}: write it as section.field=value, e.g. rl.lr=1e-4")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value) if value else None
+    cfg = _build(Config, raw, source, "")
+    _check(cfg, source)
+    return cfg
+
+
+def _build(cls, raw: Any, source: str, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid fields: {', '.join(fields)}"
+            raise ConfigError(f"{source}: unknown field {prefix}{key}{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, source, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, kind, source, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind, source: str, name: str):
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+    raise ConfigError(f"{source}: {name} must be {names}, got {value!r}")
+
+
+def _check(cfg: Config, source: str) -> None:
+    from rlvr.algorithms import advantages, aggregation, losses
+    from rlvr.prompts import check_template
+
+    def need(ok: bool, name: str, fix: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {name} {fix}")
+
+    rl, sft, task = cfg.rl, cfg.sft, cfg.task
+    need(rl.group_size >= 2, "rl.group_size", "must be >= 2: group-relative advantages compare rollouts")
+    need(rl.prompts_per_step >= 1 and rl.steps >= 0, "rl.prompts_per_step / rl.steps", "must be positive")
+    need(0 < rl.top_p <= 1, "rl.top_p", "must be in (0, 1]")
+    need(rl.temperature > 0, "rl.temperature", "must be > 0 for RL sampling (greedy rollouts all agree)")
+    need(rl.inner_epochs >= 1, "rl.inner_epochs", "must be >= 1")
+    need(rl.lr > 0 and sft.lr > 0, "lr", "must be > 0")
+    need(rl.kl_coef >= 0, "rl.kl_coef", "must be >= 0")
+    need(rl.micro_batch_size >= 1 and sft.batch_size >= 1, "batch sizes", "must be >= 1")
+    for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
+                        ("aggregation", aggregation.AGGREGATIONS)]:
+        need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
+    need(task.name in ("arithmetic", "jsonl"), f"task.name={task.name!r}", "is unknown; use arithmetic or jsonl")
+    need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",
+         "is required for task.name=jsonl (a JSONL file with prompt and answer)")
+    need(1 <= task.sft_max_digits <= task.rl_max_digits, "task.sft_max_digits", "must be in [1, rl_max_digits]")
+    try:
+        check_template(task.template)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None

@@ -1,0 +1,1 @@
+"""Evaluation: scoring a model on a task and deciding, with honest statistics, whether it changed."""

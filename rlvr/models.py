@@ -1,0 +1,132 @@
+"""Load a policy (any Hugging Face causal LM) and its tokenizer, or build the embedded default.
+
+The embedded default is a tiny Qwen3ForCausalLM with a character-level tokenizer. It is a real
+transformers model: it saves with `save_pretrained` and loads back with `AutoModelForCausalLM`,
+so every code path a user's model takes is the path the embedded model takes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+EMBEDDED = "embedded"
+# Every character a prompt or a worked solution of the built-in tasks can contain, plus some
+# headroom (letters) so a user's small JSONL task can reuse the embedded tokenizer.
+CHARSET = "0123456789+-*/=()[]{}<>|.,:;!?#$%&_^~'\"@ \n\\abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """Shape of the embedded model: 2 layers of width 128, about 0.5 M parameters."""
+
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    intermediate_size: int = 512
+    max_position_embeddings: int = 512
+
+
+def build_char_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character of CHARSET; unknown characters map to <unk>."""
+    vocab = {tok: i for i, tok in enumerate([PAD, EOS, UNK, *CHARSET])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")  # every character is a word
+    core.decoder = decoders.Fuse()  # join characters back without spaces
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
+
+def build_embedded(seed: int = 0, shape: TinyShape = TinyShape()):
+    """A randomly initialised tiny Qwen3 and its character tokenizer."""
+    tokenizer = build_char_tokenizer()
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_attention_heads,
+        head_dim=shape.hidden_size // shape.num_attention_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, tokenizer
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
+    """Return (model, tokenizer) for a hub id, a local folder, or "embedded".
+
+    dtype "auto" means bfloat16 on a GPU and float32 on a CPU (bf16 matmuls are slow on most
+    CPUs and fp32 keeps the tiny model's training exact).
+    """
+    if name_or_path == EMBEDDED:
+        model, tokenizer = build_embedded(seed)
+    else:
+        if not (os.path.isdir(name_or_path) or "/" in name_or_path):
+            raise FileNotFoundError(
+                f"model.name_or_path={name_or_path!r} is neither a local folder nor a hub id "
+                "(owner/name); give a path made by save_pretrained, a hub id, or 'embedded'"
+            )
+        torch_dtype = _resolve_dtype(dtype)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    prepare_tokenizer(tokenizer, model)
+    return model.to(default_device()), tokenizer
+
+
+def _resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"model.dtype={dtype!r}; use one of auto, {', '.join(table)}")
+    return table[dtype]
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    """Make sure EOS and PAD exist: many base models ship without a pad token."""
+    if tokenizer.eos_token_id is None:
+        eos = model.generation_config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        if eos is None:
+            raise ValueError("the tokenizer and the model's generation config name no EOS token")
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[int]:
+    """Every token id that ends a response: the tokenizer's EOS and the generation config's."""
+    ids = {tokenizer.eos_token_id}
+    extra = model.generation_config.eos_token_id
+    ids.update(extra if isinstance(extra, list) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,91 @@
+"""Tasks give SFT, RL and held-out Samples and name their default reward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rlvr.config import TaskConfig
+from rlvr.types import Sample
+
+
+@dataclass(frozen=True)
+class TaskData:
+    sft_train: list[Sample]  # with worked solutions
+    sft_val: list[Sample]  # to detect the SFT plateau (never the held-out set)
+    rl_train: list[Sample]  # answer-only is enough
+    heldout: list[Sample]  # final evaluation, disjoint from all of the above
+    description: str
+
+
+def load_task(cfg: TaskConfig, need: tuple[str, ...] = ("sft", "rl", "heldout")) -> TaskData:
+    if cfg.name == "arithmetic":
+        return _arithmetic(cfg, need)
+    return _jsonl(cfg, need)
+
+
+def _arithmetic(cfg: TaskConfig, need) -> TaskData:
+    from rlvr.tasks.arithmetic import make_samples
+
+    lo, hi = cfg.sft_max_digits, cfg.rl_max_digits
+    sft = make_samples(cfg.sft_examples + cfg.sft_val, "train", cfg.seed, 1, lo, True) if "sft" in need else []
+    rl = make_samples(cfg.rl_problems, "train", cfg.seed + 1, 1, hi, False) if "rl" in need else []
+    heldout = []
+    if "heldout" in need:
+        heldout = [_tag(s, "seen") for s in make_samples(cfg.eval_per_bucket, "heldout", cfg.seed, 1, lo, False)]
+        if hi > lo:
+            longer = make_samples(cfg.eval_per_bucket, "heldout", cfg.seed, lo + 1, hi, False)
+            heldout += [_tag(s, "longer") for s in longer]
+    desc = (f"arithmetic (+, -, *1-digit): SFT on {cfg.sft_examples} worked solutions with 1-{lo} digits; "
+            f"RL on {cfg.rl_problems} answer-only problems with 1-{hi} digits")
+    return TaskData(sft[: cfg.sft_examples], sft[cfg.sft_examples :], rl, heldout, desc)
+
+
+def _tag(s: Sample, bucket: str) -> Sample:
+    return Sample(s.prompt, s.answer, s.solution, {**s.meta, "bucket": bucket}, s.id)
+
+
+def _jsonl(cfg: TaskConfig, need) -> TaskData:
+    from rlvr.tasks.jsonl import load_jsonl
+
+    train = load_jsonl(cfg.train_path, need_solution="sft" in need) if cfg.train_path and need != ("heldout",) else []
+    heldout = load_jsonl(cfg.eval_path) if cfg.eval_path and "heldout" in need else []
+    if "heldout" in need and not heldout and need == ("heldout",):
+        raise ValueError("task.eval_path is required to evaluate a jsonl task")
+    # plateau checks for SFT use a slice of the training file, never the held-out file
+    n_val = min(len(train) // 10, 200) if "sft" in need else 0
+    return TaskData(train[n_val:], train[:n_val], train, heldout, f"jsonl task {cfg.train_path or cfg.eval_path}")
+
+
+class PromptStream:
+    """Endless batches of samples in reshuffled epochs; `state()` / `load()` make resume exact."""
+
+    def __init__(self, samples: list[Sample], seed: int):
+        if not samples:
+            raise ValueError("no training problems: the task gave an empty RL set")
+        self.samples, self.seed = samples, seed
+        self.epoch, self.pos = 0, 0
+        self._order = self._shuffled(0)
+
+    def _shuffled(self, epoch: int) -> list[int]:
+        import random
+
+        order = list(range(len(self.samples)))
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order
+
+    def next(self, n: int) -> list[Sample]:
+        out = []
+        while len(out) < n:
+            if self.pos == len(self._order):
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._shuffled(self.epoch)
+            out.append(self.samples[self._order[self.pos]])
+            self.pos += 1
+        return out
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._shuffled(self.epoch)

@@ -1,0 +1,62 @@
+"""Checkpoints: a Hugging Face folder (loads with from_pretrained as it is) + trainer state.
+
+    OUT/checkpoints/step-000050/   config.json, model.safetensors, tokenizer files,
+                                   trainer_state.pt (optimizer, scheduler, RNG, data cursor, step)
+
+A checkpoint is written to `step-N.tmp` and renamed when complete, so a crash or a kill never
+leaves a half-written checkpoint under a real name; `latest()` ignores `.tmp` folders.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE = "trainer_state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically under root/checkpoints; keep the newest `keep`."""
+    folder = Path(root) / "checkpoints"
+    final = folder / f"step-{step:06d}"
+    tmp = folder / f"step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE)
+    if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in sorted(folder.glob("step-??????"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def latest(root: Path) -> Path | None:
+    done = sorted(p for p in (Path(root) / "checkpoints").glob("step-??????") if (p / STATE).exists())
+    return done[-1] if done else None
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    return torch.load(Path(path) / STATE, weights_only=False)

@@ -1,0 +1,148 @@
+"""The fast Llama-family decoder against the Hugging Face forward it replaces.
+
+Tiny random models of each supported family (2 layers, 4 query heads over 2 KV heads so GQA is
+exercised), plus the embedded Qwen3. Norm weights and biases are perturbed away from their
+init (ones / zeros) so a forgotten q_norm, k_norm or Qwen2 q/k/v bias would show.
+"""
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from rlvr.models import build_embedded
+from rlvr.rollout import fast_decoder
+from rlvr.rollout.hf import HFEngine, SamplingParams
+
+ARCHS = ["qwen3", "llama", "qwen2", "embedded"]
+PROMPTS = [[3, 4, 5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17], [20], [21, 22, 23, 24], [30, 31]]
+
+
+class IdTokenizer:
+    """Just what HFEngine needs from a tokenizer, for the models without a real one."""
+
+    pad_token_id = 0
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+def make_model(arch: str):
+    """(model, tokenizer) in eval mode, float32, deterministic."""
+    if arch == "embedded":
+        model, tokenizer = build_embedded(seed=0)
+        return model.eval(), tokenizer
+    shape = dict(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None, eos_token_id=1, pad_token_id=0)
+    config, cls = {"qwen3": (Qwen3Config(head_dim=16, **shape), Qwen3ForCausalLM),
+                   "llama": (LlamaConfig(**shape), LlamaForCausalLM),
+                   "qwen2": (Qwen2Config(**shape), Qwen2ForCausalLM)}[arch]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = cls(config)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias") or "norm" in name:
+                    p.add_(0.3 * torch.randn_like(p))
+    return model.eval(), IdTokenizer()
+
+
+def left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> input_ids, mask [B, P], prompts aligned to the right."""
+    P = max(map(len, prompts))
+    ids = torch.zeros((len(prompts), P), dtype=torch.long)
+    mask = torch.zeros((len(prompts), P), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p) :], mask[i, P - len(p) :] = torch.tensor(p), 1
+    return ids, mask
+
+
+def test_supports_the_llama_family_only():
+    assert all(fast_decoder.supports(make_model(a)[0]) for a in ARCHS)
+    sliding = Qwen2Config(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                          max_window_layers=1)
+    assert not fast_decoder.supports(Qwen2ForCausalLM(sliding))
+    gelu = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                       num_attention_heads=4, hidden_act="gelu")
+    assert not fast_decoder.supports(LlamaForCausalLM(gelu))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_logits_match_hf_forward(arch):
+    # Reference: one cache-free HF forward over prompt + the tokens fed in later; the fast
+    # decoder's prefill must give its logits at column P-1 and decode step t those at P+t.
+    model, _ = make_model(arch)
+    ids, mask = left_pad(PROMPTS[:3])  # [3, P]
+    B, P, steps = ids.shape[0], ids.shape[1], 4
+    fed = torch.randint(2, 50, (B, steps), generator=torch.Generator().manual_seed(0))  # [B, steps]
+    full_mask = torch.cat([mask, torch.ones_like(fed)], dim=1)  # [B, P+steps]
+    positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # [B, P+steps]
+    ref = model(input_ids=torch.cat([ids, fed], 1), attention_mask=full_mask, position_ids=positions).logits
+
+    decoder = fast_decoder.FastDecoder(model, mask, steps)
+    torch.testing.assert_close(decoder.prefill(ids, positions[:, :P]), ref[:, P - 1], atol=1e-4, rtol=0)
+    rows = torch.arange(B)
+    for t in range(steps):
+        if t == 2:  # drop the middle row, as the engine drops finished rows
+            decoder.select(torch.tensor([0, 2]))
+            rows = rows[[0, 2]]
+        got = decoder.step(fed[rows, t], positions[rows, P + t : P + t + 1])  # [b, V]
+        torch.testing.assert_close(got, ref[rows, P + t], atol=1e-4, rtol=0)
+
+
+def greedy(model, tokenizer, eos: list[int], new_tokens: int, fast: bool, monkeypatch):
+    if not fast:
+        monkeypatch.setattr(fast_decoder, "supports", lambda model: False)
+    engine = HFEngine(model, tokenizer, eos_token_ids=eos)
+    out = engine.generate(PROMPTS, 2, SamplingParams(max_new_tokens=new_tokens, temperature=0.0))
+    monkeypatch.undo()
+    assert all(a.token_ids == b.token_ids for a, b in out)  # greedy copies of one prompt agree
+    return [group[0] for group in out]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_matches_fallback_and_model_generate(arch, monkeypatch):
+    model, tokenizer = make_model(arch)
+    eos = [model.config.eos_token_id]
+    fast = greedy(model, tokenizer, eos, 12, True, monkeypatch)
+    slow = greedy(model, tokenizer, eos, 12, False, monkeypatch)
+    for prompt, a, b in zip(PROMPTS, fast, slow):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+        assert a.token_ids == b.token_ids == ref[0, len(prompt) :].tolist()
+        assert a.finish_reason == b.finish_reason and a.text == b.text
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("arch", ["qwen3", "embedded"])
+def test_finish_reason_and_eos_kept(arch, fast, monkeypatch):
+    # Greedy decoding is a prefix-stable function of the prompt, so declaring a token EOS must cut
+    # every row right after its first occurrence ("stop") and leave the others whole ("length").
+    model, tokenizer = make_model(arch)
+    free = greedy(model, tokenizer, [-1], 10, fast, monkeypatch)
+    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
+    eos = int(torch.where(counts < len(PROMPTS), counts, 0).argmax())  # in most rows, not in all
+    assert 0 < counts[eos] < len(PROMPTS)
+    cut = greedy(model, tokenizer, [eos], 10, fast, monkeypatch)
+    for whole, c in zip(free, cut):
+        if eos in whole.token_ids:
+            assert c.token_ids == whole.token_ids[: whole.token_ids.index(eos) + 1] and c.finish_reason == "stop"
+        else:
+            assert c.token_ids == whole.token_ids and c.finish_reason == "length"
+        assert len(c.logprobs) == len(c.token_ids)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_sampled_logprobs_match_hf_forward(arch):
+    model, tokenizer = make_model(arch)
+    engine = HFEngine(model, tokenizer, eos_token_ids=[model.config.eos_token_id])
+    out = engine.generate(PROMPTS, 3, SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
+    for prompt, group in zip(PROMPTS, out):
+        for c in group:
+            seq = torch.tensor([prompt + c.token_ids])  # [1, T]
+            logits = model(input_ids=seq).logits[0, len(prompt) - 1 : -1]  # [L, V] predicts each response token
+            expected = torch.log_softmax(logits / 0.7, dim=-1).gather(1, seq[0, len(prompt) :, None])[:, 0]  # [L]
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
