@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlvr.config import save_config
+
 RECIPES = Path(__file__).parent / "recipes"
 
 
@@ -34,23 +36,14 @@ def _load(recipe: str, overrides: list[str], **changes):
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
-def _fresh_dir(path: Path) -> Path:
+def check_fresh(path: Path) -> None:
     if path.exists() and any(path.iterdir()):
         raise SystemExit(f"error: {path} already exists and is not empty; choose another with output_dir=... "
                          "(rlvr never writes over an earlier run)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def cmd_sft(args) -> dict:
     return run_sft(_load(args.recipe, args.overrides))
-
-
-def save_config(cfg, path: Path) -> None:
-    """The resolved recipe, so a run can be repeated exactly: `rlvr train path/config.yaml`."""
-    import yaml
-
-    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 def run_sft(cfg) -> dict:
@@ -62,14 +55,16 @@ def run_sft(cfg) -> dict:
     from rlvr.tasks import load_task
     from rlvr.train.sft import train_sft
 
-    out = _fresh_dir(Path(cfg.output_dir))
-    save_config(cfg, out / "config.yaml")
-    reward = resolve(cfg.task.reward)
-    data = load_task(cfg.task, need=("sft", "heldout"))
     import torch
 
+    out = Path(cfg.output_dir)
+    check_fresh(out)
+    reward = resolve(cfg.task.reward)
+    data = load_task(cfg.task, need=("sft", "heldout"))
     torch.manual_seed(cfg.seed)
     model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+    out.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
+    save_config(cfg, out / "config.yaml")
     print(f"model {cfg.model.name_or_path}: {count_parameters(model) / 1e6:.2f} M parameters")
     print(f"task: {data.description}")
     engine = HFEngine(model, tok, eos_token_ids(tok, model))
@@ -98,9 +93,6 @@ def cmd_train(args) -> dict:
     from rlvr.train.rl import train_rl
 
     cfg = _load(args.recipe, args.overrides)
-    if not args.resume:
-        _fresh_dir(Path(cfg.output_dir))
-        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     result = train_rl(cfg, resume=args.resume)
     if args.eval:
         eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
@@ -171,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)

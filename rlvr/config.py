@@ -21,6 +21,12 @@ class ConfigError(ValueError):
     pass
 
 
+# names TRL / verl users type, and ours
+ALIASES = {"learning_rate": "lr", "num_generations": "group_size", "beta": "kl_coef", "epsilon": "clip_low",
+           "epsilon_high": "clip_high", "max_completion_length": "max_new_tokens", "max_steps": "steps",
+           "num_iterations": "inner_epochs", "max_grad_norm": "grad_clip", "model_name_or_path": "name_or_path"}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "embedded"  # "embedded" (the tiny built-in Qwen3), a hub id, or a local folder
@@ -38,7 +44,8 @@ class TaskConfig:
     seed: int = 0  # problem generation (arithmetic)
     sft_examples: int = 2000  # arithmetic: worked solutions available to SFT (the scarce data)
     sft_val: int = 300  # arithmetic: problems (disjoint from the above) to detect the SFT plateau
-    sft_max_digits: int = 3  # arithmetic: largest operand size with worked solutions
+    sft_max_digits: int = 3  # arithmetic: largest operand size of most worked solutions
+    sft_long_fraction: float = 0.0  # arithmetic: share of worked solutions with more digits (up to rl_max_digits)
     rl_max_digits: int = 5  # arithmetic: largest operand size among answer-only RL problems
     rl_problems: int = 50000  # arithmetic: size of the answer-only RL pool
     eval_per_bucket: int = 500  # arithmetic: held-out problems per bucket (seen sizes / longer)
@@ -106,6 +113,11 @@ class Config:
     seed: int = 0  # sampling, shuffling and everything else random in training
 
 
+def save_config(cfg: Config, path: Path) -> None:
+    """The resolved recipe, so a run can be repeated exactly: `rlvr train path/config.yaml`."""
+    path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate."""
     source = str(path) if path else "<defaults>"
@@ -143,7 +155,8 @@ def _build(cls, raw: Any, source: str, prefix: str):
     kwargs = {}
     for key, value in raw.items():
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1)
+            close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(key, fields, n=1)
+            close = close or [ALIASES[a] for a in difflib.get_close_matches(key, ALIASES, n=1) if ALIASES[a] in fields]
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid fields: {', '.join(fields)}"
             raise ConfigError(f"{source}: unknown field {prefix}{key}{hint}")
         kind = hints[key]
@@ -161,6 +174,11 @@ def _coerce(value: Any, kind, source: str, name: str):
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if t is float and isinstance(value, str):  # YAML 1.1 reads "2e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if t in (str, bool) and isinstance(value, t):

@@ -16,13 +16,16 @@ from rlvr.config import Config
 
 
 def run_demo(cfg: Config) -> dict:
-    from rlvr.cli import _fresh_dir, eval_model, run_sft, save_config
+    from rlvr.cli import check_fresh, eval_model, run_sft
+    from rlvr.config import save_config
     from rlvr.eval.evaluate import format_table
     from rlvr.eval.stats import mcnemar_exact, verdict
     from rlvr.train.rl import train_rl
 
     t0 = time.perf_counter()
-    out = _fresh_dir(Path(cfg.output_dir))
+    out = Path(cfg.output_dir)
+    check_fresh(out)
+    out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     print(f"== rlvr demo -> {out}\n== 1/4 supervised fine-tuning on worked solutions")
     sft = run_sft(dataclasses.replace(cfg, output_dir=str(out / "sft")))
@@ -30,8 +33,6 @@ def run_demo(cfg: Config) -> dict:
     print("== 2/4 GRPO on answer-only problems")
     rl_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
                                  output_dir=str(out / "rl"))
-    _fresh_dir(out / "rl")
-    save_config(rl_cfg, out / "rl" / "config.yaml")
     rl = train_rl(rl_cfg)
     print("== 3/4 held-out evaluation of the RL model")
     after = eval_model(rl["checkpoint"], rl_cfg, out / "rl" / "eval")

@@ -22,6 +22,10 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()  # per-file load/save bars would drown the training progress bar
+
 EMBEDDED = "embedded"
 # Every character a prompt or a worked solution of the built-in tasks can contain, plus some
 # headroom (letters) so a user's small JSONL task can reuse the embedded tokenizer.

@@ -7,10 +7,11 @@ does only the arithmetic: embed, per layer RMSNorm -> q/k/v -> (Qwen3: per-head 
 then the final norm and the LM head.
 
 It reads the module's own parameters at every call (nothing is copied, so an optimizer step
-between rollouts is seen by the next rollout) and the module's own rotary embedding, so RoPE
-scaling variants compute the cos/sin that HF computes for the same positions. Anything that is
-not recognisably one of these architectures goes through the generic HF path instead; see
-`supports`.
+between rollouts is seen by the next rollout). cos/sin come from the module's own rotary
+embedding, evaluated once per decode for every reachable position, so RoPE scaling variants
+(linear, yarn, llama3, ...) give HF's values; the dynamic ones, whose frequencies depend on the
+positions of each call, are left to HF. Anything that is not recognisably one of these
+architectures goes through the generic HF path instead; see `supports`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def supports(model: PreTrainedModel) -> bool:
         return False
     if "sliding_attention" in (getattr(config, "layer_types", None) or []):
         return False
+    rope_type = model.model.rotary_emb.rope_type
+    if "dynamic" in rope_type or rope_type == "longrope":  # frequencies depend on the call's positions
+        return False
     if type(model.lm_head) is not nn.Linear or type(model.model.embed_tokens) is not nn.Embedding:
         return False
     for layer in model.model.layers:
@@ -55,22 +59,30 @@ def supports(model: PreTrainedModel) -> bool:
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module, eps: float) -> torch.Tensor:
-    """HF's RMSNorm: normalise in float32, cast back, then scale (same order, same rounding)."""
-    return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+    """HF's RMSNorm with the same operations in the same order, so the same rounding in any
+    dtype: normalise in float32, cast back, then scale. (F.rms_norm fuses the scale into the
+    float32 part, which rounds differently in bf16, and dispatches more small kernels on CPU.)"""
+    x32 = x.float()
+    inv_rms = x32.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()  # [..., 1]
+    return norm.weight * (x32 * inv_rms).to(x.dtype)
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [b, heads, s, d] by cos/sin [b, 1, s, d] (the rotate-half convention of HF)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # [b, heads, s, d]
-    return x * cos + rotated * sin
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, out: torch.Tensor | None = None):
+    """HF's rotate-half RoPE on x [b, heads, s, d] with cos, signed_sin [b, 1, s, d] -> [b, heads, s, d].
+
+    rotate_half(x) = cat(-x2, x1) is roll(x, d/2) = cat(x2, x1) with the first half negated; the
+    sign is folded into signed_sin once per decode, so a call is three kernels, not six. `out`
+    lets keys be written straight into their cache slot.
+    """
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin, out=out)
 
 
 class FastDecoder:
     """Prefill once, then one token per row per `step`, over a KV cache sized for the whole run.
 
-    Rows are left-padded prompts; `key_real` remembers which cache columns hold real tokens so
-    pad columns are never attended to. `select` keeps only some rows (finished ones are dropped).
+    Rows are left-padded prompts. `bias` is the additive attention mask over cache columns (0 on
+    real tokens, -inf on padding), kept as a buffer so a decode step slices it rather than
+    building and converting a boolean mask per layer. `select` keeps only some rows.
     """
 
     def __init__(self, model: PreTrainedModel, prompt_mask: torch.Tensor, max_new_tokens: int):
@@ -87,61 +99,77 @@ class FastDecoder:
         shape = (len(model.model.layers), B, self.kv_heads, T, self.head_dim)
         self.keys = torch.empty(shape, dtype=param.dtype, device=param.device)  # [L, B, kvh, T, d]
         self.values = torch.empty_like(self.keys)  # [L, B, kvh, T, d]
-        # every generated column is real: live rows always append a real token
-        self.key_real = torch.ones((B, T), dtype=torch.bool, device=param.device)  # [B, T]
-        self.key_real[:, :P] = prompt_mask.bool()
+        # generated columns are all real: a live row always appends a real token
+        self.bias = torch.zeros((B, T), dtype=param.dtype, device=param.device)  # [B, T]
+        self.bias[:, :P].masked_fill_(prompt_mask == 0, float("-inf"))
         self.length = 0  # cache columns filled so far
+        # cos/sin of every position this decode can reach, from the model's own rotary module
+        # (`supports` admits only RoPE types whose values do not depend on the call)
+        cos, sin = model.model.rotary_emb(self.keys, torch.arange(T, device=param.device)[None])  # [1, T, d]
+        half = self.head_dim // 2
+        self.cos = cos[0]  # [T, d]
+        self.signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)  # [T, d] see _rope
 
     def prefill(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """input_ids, positions [B, P] -> next-token logits [B, V] (from the last column)."""
         P = input_ids.shape[1]
-        causal = torch.ones((P, P), dtype=torch.bool, device=input_ids.device).tril()  # [P, P]
-        mask = causal & self.key_real[:, None, :P]  # [B, P, P] query i sees real keys <= i
-        # a pad query row would see no key at all (softmax of nothing = NaN); let it see itself
-        mask = mask | torch.eye(P, dtype=torch.bool, device=input_ids.device)  # [B, P, P]
-        return self._forward(input_ids, positions, mask[:, None])
+        future = torch.ones((P, P), dtype=torch.bool, device=input_ids.device).triu(1)  # [P, P] key after query
+        bias = self.bias[:, None, :P].masked_fill(future, float("-inf"))  # [B, P, P]
+        # a pad query row would see no key at all, which some SDPA kernels answer with NaN (CPU
+        # gives zeros) and a NaN would reach the cache; let it see itself. Its output is unused.
+        bias.diagonal(dim1=1, dim2=2).zero_()  # [B, P, P] the diagonal is a view: zeroed in place
+        return self._forward(input_ids, positions, bias[:, None])
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """tokens [b], positions [b, 1] -> next-token logits [b, V]."""
-        mask = self.key_real[:, None, None, : self.length + 1]  # [b, 1, 1, S]
-        return self._forward(tokens[:, None], positions, mask)
+        bias = self.bias[:, None, None, : self.length + 1]  # [b, 1, 1, S]
+        return self._forward(tokens[:, None], positions, bias)
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only `rows` [b'] of the batch (cache and mask alike)."""
         self.keys = self.keys.index_select(1, rows)  # [L, b', kvh, T, d]
         self.values = self.values.index_select(1, rows)  # [L, b', kvh, T, d]
-        self.key_real = self.key_real.index_select(0, rows)  # [b', T]
+        self.bias = self.bias.index_select(0, rows)  # [b', T]
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, positions [b, s], mask [b, 1, s|1, S] -> logits of the last column [b, V]."""
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """input_ids, positions [b, s], bias [b, 1, s|1, S] -> logits of the last column [b, V]."""
         base = self.model.model
-        h = base.embed_tokens(input_ids)  # [b, s, H]
-        cos, sin = base.rotary_emb(h, positions)  # [b, s, d] each
-        cos, sin = cos[:, None], sin[:, None]  # [b, 1, s, d] broadcast over heads
+        h = F.embedding(input_ids, base.embed_tokens.weight)  # [b, s, H]
+        cos, sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # [b, 1, s, d]
         for i, layer in enumerate(base.layers):
-            h = h + self._attention(i, layer.self_attn, _rms_norm(h, layer.input_layernorm, self.eps), cos, sin, mask)
-            mlp = layer.mlp
+            x = _rms_norm(h, layer.input_layernorm, self.eps)  # [b, s, H]
+            h = h + self._attention(i, layer.self_attn, x, cos, sin, bias)  # [b, s, H]
             x = _rms_norm(h, layer.post_attention_layernorm, self.eps)  # [b, s, H]
-            h = h + mlp.down_proj(F.silu(mlp.gate_proj(x)) * mlp.up_proj(x))  # [b, s, H]
+            h = h + self._mlp(layer.mlp, x)  # [b, s, H]
         self.length += input_ids.shape[1]
         h = _rms_norm(h[:, -1], base.norm, self.eps)  # [b, H] only the last column is sampled
-        return self.model.lm_head(h)  # [b, V]
+        return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias)  # [b, V]
 
-    def _attention(self, i: int, attn: nn.Module, x: torch.Tensor, cos, sin, mask: torch.Tensor) -> torch.Tensor:
+    def _attention(self, i: int, attn: nn.Module, x: torch.Tensor, cos, sin, bias: torch.Tensor) -> torch.Tensor:
         """Layer i's self-attention on x [b, s, H]; appends this step's keys/values to the cache."""
         b, s, _ = x.shape
-        q = attn.q_proj(x).view(b, s, self.heads, self.head_dim)  # [b, s, h, d]
-        k = attn.k_proj(x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
-        v = attn.v_proj(x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
+        q = _linear(attn.q_proj, x).view(b, s, self.heads, self.head_dim)  # [b, s, h, d]
+        k = _linear(attn.k_proj, x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
+        v = _linear(attn.v_proj, x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
         if self.qk_norm:  # Qwen3 normalises each head before RoPE
             q, k = _rms_norm(q, attn.q_norm, self.eps), _rms_norm(k, attn.k_norm, self.eps)
         q = _rope(q.transpose(1, 2), cos, sin)  # [b, h, s, d]
-        k = _rope(k.transpose(1, 2), cos, sin)  # [b, kvh, s, d]
         end = self.length + s
-        self.keys[i, :, :, self.length : end] = k
-        self.values[i, :, :, self.length : end] = v.transpose(1, 2)
+        _rope(k.transpose(1, 2), cos, sin, out=self.keys[i, :, :, self.length : end])  # [b, kvh, s, d]
+        self.values[i, :, :, self.length : end] = v.transpose(1, 2)  # [b, kvh, s, d]
         out = F.scaled_dot_product_attention(
-            q, self.keys[i, :, :, :end], self.values[i, :, :, :end], attn_mask=mask,
+            q, self.keys[i, :, :, :end], self.values[i, :, :, :end], attn_mask=bias,
             scale=attn.scaling, enable_gqa=self.heads != self.kv_heads,
         )  # [b, h, s, d]
-        return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))  # [b, s, H]
+        return _linear(attn.o_proj, out.transpose(1, 2).reshape(b, s, -1))  # [b, s, H]
+
+    @staticmethod
+    def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """SwiGLU: down(silu(gate(x)) * up(x)), in place on the fresh gate activations."""
+        gate = F.silu(_linear(mlp.gate_proj, x), inplace=True)  # [b, s, F]
+        return _linear(mlp.down_proj, gate.mul_(_linear(mlp.up_proj, x)))  # [b, s, H]
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """F.linear on the layer's live parameters (skips nn.Module call overhead, copies nothing)."""
+    return F.linear(x, layer.weight, layer.bias)

@@ -6,6 +6,10 @@ sampled EOS are dropped from the batch (and from the cache) as soon as enough of
 finished, so late steps cost only what is still running. Compared to `model.generate`, it skips
 the logits-processor and stopping-criteria machinery and returns what RL needs: token ids, the
 logprob each token was sampled with, and why each sequence stopped.
+
+Llama, Qwen2 and Qwen3 models decode through `fast_decoder` (the same arithmetic without the
+HF forward's per-step Python overhead, over a preallocated KV cache); any other causal LM goes
+through its own forward with a DynamicCache. Both give the same tokens and logprobs.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ class HFEngine:
         """The engine decodes with the trainer's own module, so updates are already visible."""
         self.model.load_state_dict(state_dict)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # not just no_grad: skips version-counter work on every small op
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's copies are rows i*n .. i*n+n-1
         generator = None
@@ -94,12 +98,7 @@ class HFEngine:
         device = self.model.device
         was_training = self.model.training
         self.model.eval()
-        B, P = len(rows), max(len(r) for r in rows)
-        input_ids = torch.full((B, P), self.pad, dtype=torch.long)
-        mask = torch.zeros((B, P), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prompt token in column P-1
-            input_ids[i, P - len(r) :] = torch.tensor(r)
-            mask[i, P - len(r) :] = 1
+        input_ids, mask = _left_pad(rows, self.pad)  # [B, P]
         input_ids, mask, eos = input_ids.to(device), mask.to(device), self.eos.to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
         if fast_decoder.supports(self.model):
@@ -107,35 +106,48 @@ class HFEngine:
         else:
             decoder = _HFDecoder(self.model, mask)
         logits = decoder.prefill(input_ids, positions)  # [B, V]
+        B, N = len(rows), params.max_new_tokens
         next_pos = positions[:, -1:] + 1  # [B, 1]
         alive = torch.arange(B, device=device)  # original row index of each live row
-        tokens_out = torch.full((B, params.max_new_tokens), self.pad, dtype=torch.long, device=device)
-        logprobs_out = torch.zeros((B, params.max_new_tokens), device=device)
-        lengths = torch.full((B,), params.max_new_tokens, dtype=torch.long, device=device)
-        stopped = torch.zeros(B, dtype=torch.bool, device=device)
-        for t in range(params.max_new_tokens):
+        tokens_out = torch.full((B, N), self.pad, dtype=torch.long, device=device)
+        logprobs_out = torch.zeros((B, N), device=device)
+        # tokens each row keeps once it sampled EOS (0: still running); per live row, so a step
+        # costs a few elementwise ops on [b] rather than boolean indexing into [B]
+        stop_at = torch.zeros(B, dtype=torch.long, device=device)  # [b]
+        stop_at_rows = torch.zeros(B, dtype=torch.long, device=device)  # [B] stop_at, saved as rows leave
+        for t in range(N):
             tok, lp = sample_next(logits, params, generator)  # [b], [b]
             tokens_out[alive, t] = tok
             logprobs_out[alive, t] = lp
-            new = torch.isin(tok, eos) & ~stopped[alive]  # [b] rows that end here
-            lengths[alive[new]] = t + 1
-            stopped[alive[new]] = True
-            done = stopped[alive]  # [b] rows that ended here or earlier but are still in the batch
+            stop_at = torch.where(torch.isin(tok, eos) & (stop_at == 0), t + 1, stop_at)  # [b]
+            done = stop_at > 0  # [b] rows that ended here or earlier but are still in the batch
             n_done = int(done.sum())
-            if t == params.max_new_tokens - 1 or n_done == len(alive):
+            if t == N - 1 or n_done == len(alive):
                 break
             if n_done * 4 >= len(alive):  # drop finished rows once they are a quarter of the batch
+                stop_at_rows[alive] = stop_at
                 idx = (~done).nonzero().squeeze(1)
                 decoder.select(idx)
-                alive, next_pos, tok = alive[idx], next_pos[idx], tok[idx]
+                alive, next_pos, tok, stop_at = alive[idx], next_pos[idx], tok[idx], stop_at[idx]
             logits = decoder.step(tok, next_pos)  # [b, V]
             next_pos = next_pos + 1
+        stop_at_rows[alive] = stop_at
         self.model.train(was_training)
-        tokens_out, logprobs_out = tokens_out.cpu(), logprobs_out.cpu()
-        for i in range(B):
-            L = int(lengths[i])
-            yield tokens_out[i, :L].tolist(), logprobs_out[i, :L].tolist(), "stop" if stopped[i] else "length"
+        tokens_out, logprobs_out, stop_at_rows = tokens_out.cpu(), logprobs_out.cpu(), stop_at_rows.tolist()
+        for i, stop in enumerate(stop_at_rows):
+            L = stop or N
+            yield tokens_out[i, :L].tolist(), logprobs_out[i, :L].tolist(), "stop" if stop else "length"
 
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> input_ids, mask [B, P] (long, 1 on real tokens); every row's last token in column P-1."""
+    B, P = len(rows), max(len(r) for r in rows)
+    input_ids = torch.full((B, P), pad, dtype=torch.long)
+    mask = torch.zeros((B, P), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, P - len(r) :] = torch.tensor(r)
+        mask[i, P - len(r) :] = 1
+    return input_ids, mask
 
 class _HFDecoder:
     """Decoding through the module's own forward and a DynamicCache: right for any causal LM."""

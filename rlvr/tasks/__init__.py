@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 from rlvr.config import TaskConfig
@@ -27,7 +28,13 @@ def _arithmetic(cfg: TaskConfig, need) -> TaskData:
     from rlvr.tasks.arithmetic import make_samples
 
     lo, hi = cfg.sft_max_digits, cfg.rl_max_digits
-    sft = make_samples(cfg.sft_examples + cfg.sft_val, "train", cfg.seed, 1, lo, True) if "sft" in need else []
+    sft = []
+    if "sft" in need:  # worked solutions: mostly short problems, a few long ones (if sft_long_fraction > 0)
+        n = cfg.sft_examples + cfg.sft_val
+        n_long = round(n * cfg.sft_long_fraction) if hi > lo else 0
+        sft = make_samples(n - n_long, "train", cfg.seed, 1, lo, True)
+        sft += make_samples(n_long, "train", cfg.seed, lo + 1, hi, True) if n_long else []
+        random.Random(cfg.seed).shuffle(sft)
     rl = make_samples(cfg.rl_problems, "train", cfg.seed + 1, 1, hi, False) if "rl" in need else []
     heldout = []
     if "heldout" in need:
@@ -67,8 +74,6 @@ class PromptStream:
         self._order = self._shuffled(0)
 
     def _shuffled(self, epoch: int) -> list[int]:
-        import random
-
         order = list(range(len(self.samples)))
         random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order

@@ -202,6 +202,9 @@ def prepare_output(root: Path, resume: bool) -> Path | None:
         raise FileExistsError(
             f"{root} already holds a run; pass --resume to continue it, or set output_dir=... to a new folder"
         )
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} already exists and is not empty; choose another with output_dir=... "
+                              "(rlvr never writes over an earlier run)")
     return None
 
 
@@ -237,6 +240,11 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         step, elapsed = state["step"], state["elapsed"]
         log_fn(f"resumed from {start_from} (step {step})")
         drop_rows_after(root / "metrics.jsonl", step)
+    if start_from is None:  # every input has been checked: only now create the run folder
+        from rlvr.config import save_config
+
+        root.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, root / "config.yaml")
     log = MetricsLog(root / "metrics.jsonl")
 
     def save() -> Path:

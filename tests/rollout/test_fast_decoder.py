@@ -33,8 +33,10 @@ def make_model(arch: str):
         return model.eval(), tokenizer
     shape = dict(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=128, bos_token_id=None, eos_token_id=1, pad_token_id=0)
+    linear_rope = {"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0}  # scaled, and a small base
     config, cls = {"qwen3": (Qwen3Config(head_dim=16, **shape), Qwen3ForCausalLM),
                    "llama": (LlamaConfig(**shape), LlamaForCausalLM),
+                   "llama_scaled_rope": (LlamaConfig(rope_parameters=linear_rope, **shape), LlamaForCausalLM),
                    "qwen2": (Qwen2Config(**shape), Qwen2ForCausalLM)}[arch]
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -62,12 +64,14 @@ def test_supports_the_llama_family_only():
                           num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
                           max_window_layers=1)
     assert not fast_decoder.supports(Qwen2ForCausalLM(sliding))
-    gelu = LlamaConfig(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                       num_attention_heads=4, hidden_act="gelu")
-    assert not fast_decoder.supports(LlamaForCausalLM(gelu))
+    small = dict(vocab_size=50, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4)
+    assert not fast_decoder.supports(LlamaForCausalLM(LlamaConfig(hidden_act="gelu", **small)))
+    # dynamic NTK recomputes frequencies from each call's positions: a per-decode table cannot follow
+    dynamic = {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}
+    assert not fast_decoder.supports(LlamaForCausalLM(LlamaConfig(rope_parameters=dynamic, **small)))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, "llama_scaled_rope"])
 @torch.no_grad()
 def test_logits_match_hf_forward(arch):
     # Reference: one cache-free HF forward over prompt + the tokens fed in later; the fast
@@ -89,6 +93,21 @@ def test_logits_match_hf_forward(arch):
             rows = rows[[0, 2]]
         got = decoder.step(fed[rows, t], positions[rows, P + t : P + t + 1])  # [b, V]
         torch.testing.assert_close(got, ref[rows, P + t], atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_reads_live_weights():
+    # The trainer updates the policy in place between rollouts; the next decode must see it.
+    model, _ = make_model("qwen3")
+    ids, mask = left_pad(PROMPTS[:2])  # [2, P]
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # [2, P]
+    before = fast_decoder.FastDecoder(model, mask, 1).prefill(ids, positions)  # [2, V]
+    for p in model.parameters():
+        p.mul_(1.1)  # an "optimizer step"
+    after = fast_decoder.FastDecoder(model, mask, 1).prefill(ids, positions)  # [2, V]
+    ref = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]  # [2, V]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, ref, atol=1e-4, rtol=0)
 
 
 def greedy(model, tokenizer, eos: list[int], new_tokens: int, fast: bool, monkeypatch):

@@ -1,0 +1,73 @@
+"""The commands a user runs, on their own JSONL task and reward, with a checkpoint of their own."""
+
+import json
+
+import pytest
+
+from rlvr.cli import main
+
+
+@pytest.fixture()
+def user_task(tmp_path, monkeypatch):
+    rows = [{"prompt": f"{a}+{a}", "answer": str(2 * a), "solution": f"\\boxed{{{2 * a}}}", "kind": "double"}
+            for a in range(40)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:30]))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[30:]))
+    (tmp_path / "user_reward.py").write_text(
+        "def has_box(completion, sample):\n    return float('\\\\boxed{' in completion)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"task:\n  name: jsonl\n  train_path: {tmp_path / 'train.jsonl'}\n  eval_path: {tmp_path / 'test.jsonl'}\n"
+        "  reward: user_reward:has_box\n  template: plain\n"
+        "sft:\n  max_steps: 4\n  eval_every: 2\n  batch_size: 8\n  max_new_tokens: 8\n"
+        "rl:\n  steps: 2\n  prompts_per_step: 2\n  group_size: 2\n  max_new_tokens: 8\n"
+        "eval:\n  max_new_tokens: 8\n")
+    return tmp_path, recipe
+
+
+def test_sft_train_eval_on_a_user_task(user_task, tiny_llama_dir, capsys):
+    root, recipe = user_task
+    model = f"model.name_or_path={tiny_llama_dir}"
+    main(["sft", str(recipe), model, f"output_dir={root / 'sft'}"])
+    assert (root / "sft" / "model" / "model.safetensors").exists()
+    summary = json.loads((root / "sft" / "sft.json").read_text())
+    assert summary["sft"]["examples"] == 27 and summary["heldout"]["n"] == 10  # 3 of 30 held for plateau checks
+
+    main(["train", str(recipe), f"model.name_or_path={root / 'sft' / 'model'}", f"output_dir={root / 'rl'}"])
+    assert (root / "rl" / "checkpoints" / "step-000002" / "trainer_state.pt").exists()
+    assert json.loads((root / "rl" / "eval" / "eval.json").read_text())["n"] == 10
+
+    main(["eval", "--model", str(root / "rl" / "checkpoints" / "step-000002"), "--recipe", str(recipe),
+          "--out", str(root / "ev")])
+    lines = (root / "ev" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 10 and json.loads(lines[0])["kind"] == "double"
+    assert "held-out" in capsys.readouterr().out
+
+
+def test_refuses_to_overwrite_a_run(user_task, tiny_llama_dir):
+    root, recipe = user_task
+    (root / "busy").mkdir()
+    (root / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="already exists and is not empty"):
+        main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'busy'}"])
+    assert (root / "busy" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("rl.group_size=1", "rl.group_size must be >= 2"),
+    ("task.reward=no_such_module:f", "cannot import module 'no_such_module'"),
+])
+def test_bad_input_fails_before_training(user_task, tiny_llama_dir, override, message, capsys):
+    root, recipe = user_task
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'x'}", override])
+    assert message in str(e.value)
+    assert not (root / "x" / "metrics.jsonl").exists()
+
+
+def test_missing_field_names_file_and_line(user_task, tiny_llama_dir):
+    root, recipe = user_task
+    (root / "train.jsonl").write_text('{"prompt": "1+1", "answer": "2", "solution": "2"}\n{"prompt": "2+2"}\n')
+    with pytest.raises(SystemExit, match=r"train\.jsonl:2: missing field 'answer'"):
+        main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'y'}"])

@@ -1,0 +1,40 @@
+import re
+
+import pytest
+
+from rlvr.config import ConfigError, load_config
+
+
+def test_defaults_and_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("rl:\n  lr: 1.0e-4\n  group_size: 4\ntask:\n  reward: exact\n")
+    cfg = load_config(recipe, ["rl.lr=2e-5", "rl.steps=7", "output_dir=/tmp/x", "task.eval_path=null"])
+    assert cfg.rl.lr == 2e-5 and cfg.rl.group_size == 4 and cfg.rl.steps == 7
+    assert cfg.output_dir == "/tmp/x" and cfg.task.eval_path is None
+    assert isinstance(cfg.rl.lr, float)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("rl.lerning_rate=1", "unknown field rl.lerning_rate; did you mean rl.lr"),
+        ("rl.group_size=1", "rl.group_size must be >= 2"),
+        ("rl.steps=many", "rl.steps must be int"),
+        ("rl.advantage=magic", "rl.advantage='magic' is unknown; use one of"),
+        ("task.template=fancy", "task.template='fancy'"),
+        ("rl", "write it as section.field=value"),
+        ("rl.lr.x=1", "rl.lr must be float, got {'x': 1}"),
+        ("rl.learning_rate=1", "did you mean rl.lr"),
+        ("rl.num_generations=4", "did you mean rl.group_size"),
+    ],
+)
+def test_errors_name_the_field_and_the_fix(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+
+
+def test_error_names_the_file(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("rl:\n  temprature: 0.5\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown field rl.temprature; did you mean rl.temperature"):
+        load_config(recipe)
