@@ -17,7 +17,7 @@ demo: install
 	$(VENV)/bin/rlvr demo --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -q
 
 bench: install
 	$(VENV)/bin/python benchmarks/rollout.py

@@ -42,8 +42,9 @@ def _arithmetic(cfg: TaskConfig, need) -> TaskData:
         if hi > lo:
             longer = make_samples(cfg.eval_per_bucket, "heldout", cfg.seed, lo + 1, hi, False)
             heldout += [_tag(s, "longer") for s in longer]
-    desc = (f"arithmetic (+, -, *1-digit): SFT on {cfg.sft_examples} worked solutions with 1-{lo} digits; "
-            f"RL on {cfg.rl_problems} answer-only problems with 1-{hi} digits")
+    long_part = f" ({100 * cfg.sft_long_fraction:.0f}% with {lo + 1}-{hi})" if cfg.sft_long_fraction and hi > lo else ""
+    desc = (f"arithmetic (+, -, *1-digit): SFT on {cfg.sft_examples} worked solutions with 1-{lo} digits{long_part}; "
+            f"RL on {cfg.rl_problems} answer-only problems with 1-{hi} digits (uniform)")
     return TaskData(sft[: cfg.sft_examples], sft[cfg.sft_examples :], rl, heldout, desc)
 
 
