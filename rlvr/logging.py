@@ -29,5 +29,7 @@ class MetricsLog:
 
 
 def progress(total: int, initial: int, desc: str) -> tqdm:
-    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stderr,
-                disable=None, leave=True)
+    """A live bar on a terminal; in a log file (no TTY), a refreshed line every 20 seconds."""
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=tty, file=sys.stderr,
+                mininterval=0.1 if tty else 20.0, leave=True)

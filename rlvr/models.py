@@ -91,10 +91,11 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
     if name_or_path == EMBEDDED:
         model, tokenizer = build_embedded(seed)
     else:
-        if not (os.path.isdir(name_or_path) or "/" in name_or_path):
+        looks_local = name_or_path.startswith(("/", ".", "~")) or os.path.isdir(os.path.dirname(name_or_path) or "#")
+        if looks_local and not os.path.isdir(name_or_path):
             raise FileNotFoundError(
-                f"model.name_or_path={name_or_path!r} is neither a local folder nor a hub id "
-                "(owner/name); give a path made by save_pretrained, a hub id, or 'embedded'"
+                f"model.name_or_path={name_or_path!r}: no such folder; give a folder made by save_pretrained, "
+                "a hub id (owner/name), or 'embedded'"
             )
         torch_dtype = _resolve_dtype(dtype)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)

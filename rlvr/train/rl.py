@@ -148,8 +148,8 @@ def keep_rows(scored: Scored, skip_uniform: bool) -> torch.Tensor:
     return ((hi - lo)[g] > 0).nonzero().squeeze(1)
 
 
-def rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg: Config) -> dict:
-    """One full RL step (stages 1-6); returns the step's metrics."""
+def rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg: Config):
+    """One full RL step (stages 1-6); returns the step's metrics and the scored rollouts."""
     t0 = time.perf_counter()
     scored = rollout_and_score(engine, tokenizer, samples, reward, cfg)
     t1 = time.perf_counter()
@@ -175,7 +175,7 @@ def rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, 
             metrics.update(update(model, optimizer, scheduler, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
     t2 = time.perf_counter()
     metrics.update({"time_rollout": t1 - t0, "time_update": t2 - t1, "tokens_per_s": metrics["generated_tokens"] / (t1 - t0)})
-    return metrics
+    return metrics, scored
 
 
 def make_optimizer(model, cfg: Config):
@@ -183,10 +183,6 @@ def make_optimizer(model, cfg: Config):
     opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
     total = rl.steps * rl.inner_epochs
     return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
-
-
-def output_paths(root: Path) -> dict[str, Path]:
-    return {"metrics": root / "metrics.jsonl", "samples": root / "rollouts.jsonl", "eval": root / "eval.json"}
 
 
 def prepare_output(root: Path, resume: bool) -> Path | None:
@@ -239,7 +235,8 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         checkpoint.set_rng_state(state["rng"])
         step, elapsed = state["step"], state["elapsed"]
         log_fn(f"resumed from {start_from} (step {step})")
-        drop_rows_after(root / "metrics.jsonl", step)
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            drop_rows_after(root / name, step)
     if start_from is None:  # every input has been checked: only now create the run folder
         from rlvr.config import save_config
 
@@ -258,7 +255,7 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         while step < cfg.rl.steps and not (cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s):
             t0 = time.perf_counter()
             samples = stream.next(cfg.rl.prompts_per_step)
-            row = rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg)
+            row, scored = rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg)
             step += 1
             elapsed += time.perf_counter() - t0
             row = {"phase": "rl", "step": step, "elapsed_s": elapsed, **row}
@@ -267,6 +264,8 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
             log.log(row)
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}", len=f"{row['length_mean']:.0f}")
+            if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
+                log_rollouts(root / "rollouts.jsonl", step, samples, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:
                 save()
     except KeyboardInterrupt:  # a half-done step is not saved: resume from the last whole checkpoint
@@ -278,6 +277,19 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     final = save()
     log_fn(f"saved {final}")
     return {"checkpoint": str(final), "steps": step, "rl_seconds": elapsed, **row}
+
+
+def log_rollouts(path: Path, step: int, samples: list[Sample], scored: Scored, group_size: int, n: int = 4) -> None:
+    """A few groups of completions, so a run can be read as text, not only as curves."""
+    import json
+
+    with path.open("a", encoding="utf-8") as f:
+        for g, sample in enumerate(samples[:n]):
+            for i in range(g * group_size, (g + 1) * group_size):
+                c = scored.completions[i]
+                f.write(json.dumps({"step": step, "prompt": sample.prompt, "answer": sample.answer,
+                                    "completion": c.text, "reward": float(scored.rewards[i]),
+                                    "finish_reason": c.finish_reason}) + "\n")
 
 
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
