@@ -87,6 +87,7 @@ class RLConfig:
     loss: str = "ppo_clip"
     aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean
     skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+    reward_truncated: bool = False  # False: a response cut at max_new_tokens scores 0 (it never finished)
     micro_batch_size: int = 64  # rollouts per forward/backward; the loss does not depend on it
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
     eval_every: int = 0  # steps between held-out evals inside the run (0: only at the end)

@@ -52,6 +52,10 @@ def rollout_and_score(engine: HFEngine, tokenizer, samples: list[Sample], reward
     for g, (sample, group) in enumerate(zip(samples, groups)):
         for c in group:
             r, ok = safe_score(reward, c.text, sample)
+            if c.finish_reason == "length" and not rl.reward_truncated:
+                # without this, a policy that stops emitting EOS after its answer keeps full reward
+                # and drifts into max-length responses (seen in the demo: length 55 -> 96 tokens)
+                r = 0.0
             completions.append(c)
             prompts.append(ids[g])
             rewards.append(r)
@@ -154,8 +158,9 @@ def rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, 
     scored = rollout_and_score(engine, tokenizer, samples, reward, cfg)
     t1 = time.perf_counter()
     advantages = adv_fns.compute(cfg.rl.advantage, adv_fns.AdvantageInputs(scored.rewards, scored.group_ids))
+    lengths = torch.tensor([len(c.token_ids) for c in scored.completions], dtype=torch.float)  # [B]
     keep = keep_rows(scored, cfg.rl.skip_uniform_groups)
-    lengths = torch.tensor([len(c.token_ids) for c in scored.completions], dtype=torch.float)
+    keep = keep[torch.argsort(lengths[keep], stable=True)]  # micro-batches of similar length pad less
     metrics = {
         "reward": scored.rewards.mean().item(), "reward_std": scored.rewards.std().item(),
         "accuracy": (scored.rewards >= 1).float().mean().item(),
@@ -262,8 +267,9 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
             if cfg.rl.eval_every and step % cfg.rl.eval_every == 0 and data.heldout:
                 row["heldout_accuracy"] = periodic_eval(engine, tokenizer, data.heldout, reward, cfg)
             log.log(row)
+            bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}", len=f"{row['length_mean']:.0f}",
+                            refresh=False)
             bar.update(1)
-            bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}", len=f"{row['length_mean']:.0f}")
             if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
                 log_rollouts(root / "rollouts.jsonl", step, samples, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:

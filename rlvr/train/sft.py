@@ -86,7 +86,7 @@ def train_sft(model, tokenizer, engine, train: list[Sample], val: list[Sample], 
     bar = progress(cfg.max_steps, 0, "sft")
     model.train()
     for step in range(1, cfg.max_steps + 1):
-        if len(order) < cfg.batch_size:
+        if len(order) < cfg.batch_size:  # reshuffled epochs; length bucketing was tried and learned worse
             fresh = list(range(len(data)))
             rng.shuffle(fresh)
             order += fresh
@@ -111,7 +111,7 @@ def train_sft(model, tokenizer, engine, train: list[Sample], val: list[Sample], 
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 bad_checks += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}", best=f"{best:.3f}@{best_step}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", val_acc=f"{acc:.3f}", best=f"{best:.3f}@{best_step}", refresh=False)
             result.stopped_because = ("plateau" if bad_checks >= cfg.patience else
                                       "time budget" if out_of_time else "max_steps" if step == cfg.max_steps else "")
         log.log(row)

@@ -41,6 +41,10 @@ def test_two_steps_on_a_user_checkpoint(tiny_llama_dir, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["generated_tokens"] > 0 and rows[0]["logprob_mismatch"] < 1e-4
+    logged = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert logged and {r["step"] for r in logged} == {1}
+    cut = [r for r in logged if r["finish_reason"] == "length"]
+    assert cut and all(r["reward"] == 0.0 for r in cut)  # an unfinished response scores 0
     ckpt = checkpoint.latest(tmp_path / "run")
     assert ckpt.name == "step-000002" and (ckpt / "config.json").exists() and (ckpt / "tokenizer.json").exists()
     start = load_file(str(tiny_llama_dir / "model.safetensors"))
