@@ -11,8 +11,8 @@ def test_nucleus_by_hand():
     lp = torch.tensor([[0.5, 0.3, 0.2]]).log()
     out = _nucleus(lp, 0.7).exp()
     torch.testing.assert_close(out, torch.tensor([[0.625, 0.375, 0.0]]))
-    # top_p = 0.5: only the top token (mass before token 1 is 0.5 >= 0.5)
-    torch.testing.assert_close(_nucleus(lp, 0.5).exp(), torch.tensor([[1.0, 0.0, 0.0]]))
+    # top_p = 0.45: the top token alone reaches it (mass before token 1 is 0.5 >= 0.45)
+    torch.testing.assert_close(_nucleus(lp, 0.45).exp(), torch.tensor([[1.0, 0.0, 0.0]]))
 
 
 def test_sampled_logprobs_are_those_of_the_sampling_distribution():
