@@ -71,3 +71,19 @@ def test_missing_field_names_file_and_line(user_task, tiny_llama_dir):
     (root / "train.jsonl").write_text('{"prompt": "1+1", "answer": "2", "solution": "2"}\n{"prompt": "2+2"}\n')
     with pytest.raises(SystemExit, match=r"train\.jsonl:2: missing field 'answer'"):
         main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'y'}"])
+
+
+def test_demo_writes_its_summary(tmp_path, capsys):
+    """The demo's plumbing at toy size (the real run is `make demo`; numbers in the README)."""
+    main(["demo", "--out", str(tmp_path / "demo"), "task.sft_examples=64", "task.sft_val=16",
+          "task.eval_per_bucket=8", "task.rl_problems=64", "sft.max_steps=6", "sft.eval_every=3",
+          "rl.steps=2", "rl.prompts_per_step=4", "rl.max_new_tokens=16", "eval.max_new_tokens=16",
+          "sft.max_new_tokens=16"])
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    for side in ("before", "after"):
+        assert {"accuracy", "ci95", "n"} <= set(summary[side]) and summary[side]["n"] == 16
+        assert set(summary[side]["by_bucket"]) == {"seen", "longer"}
+    assert summary["sft_seconds"] > 0 and summary["rl_seconds"] > 0 and summary["rl_steps"] == 2
+    assert 0 <= summary["paired_test"]["p_value"] <= 1
+    out = capsys.readouterr().out
+    assert "SFT budget: 64 worked solutions" in out and "McNemar exact" in out
