@@ -42,11 +42,12 @@ def check_fresh(path: Path) -> None:
                          "(rlvr never writes over an earlier run)")
 
 
-def cmd_sft(args) -> dict:
-    return run_sft(_load(args.recipe, args.overrides))
+def cmd_sft(args) -> None:
+    run_sft(_load(args.recipe, args.overrides))
 
 
-def run_sft(cfg) -> dict:
+def run_sft(cfg):
+    """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
     from rlvr.eval.evaluate import evaluate, format_table
     from rlvr.logging import MetricsLog
     from rlvr.models import count_parameters, eos_token_ids, load_policy
@@ -77,16 +78,16 @@ def run_sft(cfg) -> dict:
           + f"; best {100 * res.best_val_accuracy:.1f}% at step {res.best_step}")
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
-    result = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
+    summary = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
+    heldout = None
     if data.heldout:
-        ev = evaluate(engine, tok, data.heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
-                      cfg.eval.batch_size, samples_path=out / "samples.jsonl")
-        print(format_table({"after SFT": ev}))
-        result["heldout"] = ev.to_json()
-        result["_eval"] = ev
-    (out / "sft.json").write_text(json.dumps({k: v for k, v in result.items() if k != "_eval"}, indent=2))
+        heldout = evaluate(engine, tok, data.heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
+                           cfg.eval.batch_size, samples_path=out / "samples.jsonl")
+        print(format_table({"after SFT": heldout}))
+        summary["heldout"] = heldout.to_json()
+    (out / "sft.json").write_text(json.dumps(summary, indent=2))
     print(f"saved {out / 'model'}")
-    return result
+    return summary, heldout
 
 
 def cmd_train(args) -> dict:

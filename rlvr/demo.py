@@ -28,8 +28,7 @@ def run_demo(cfg: Config) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     print(f"== rlvr demo -> {out}\n== 1/4 supervised fine-tuning on worked solutions")
-    sft = run_sft(dataclasses.replace(cfg, output_dir=str(out / "sft")))
-    before = sft["_eval"]
+    sft, before = run_sft(dataclasses.replace(cfg, output_dir=str(out / "sft")))
     print("== 2/4 GRPO on answer-only problems")
     rl_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
                                  output_dir=str(out / "rl"))
