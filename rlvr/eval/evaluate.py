@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rlvr.eval.stats import wilson_interval
 from rlvr.prompts import prompt_ids
-from rlvr.rewards import Reward, safe_score
+from rlvr.rewards import Reward, score_completion
 from rlvr.rollout.hf import SamplingParams
 from rlvr.types import Sample
 
@@ -55,7 +55,7 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
         chunk = samples[start : start + batch_size]
         ids = [prompt_ids(s.prompt, template, tokenizer) for s in chunk]
         for s, (c,) in zip(chunk, engine.generate(ids, 1, params)):
-            r, _ = safe_score(reward, c.text, s)
+            r, _ = score_completion(reward, c, s)  # an unfinished response is not an answer
             correct.append(r >= 1.0)
             lengths.append(len(c.token_ids))
             truncated.append(c.finish_reason == "length")

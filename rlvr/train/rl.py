@@ -27,7 +27,7 @@ from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms.logprobs import token_entropy, token_logprobs
 from rlvr.config import Config
 from rlvr.prompts import prompt_ids
-from rlvr.rewards import Reward, safe_score
+from rlvr.rewards import Reward, score_completion
 from rlvr.rollout.hf import HFEngine, SamplingParams
 from rlvr.train.sft import cosine_schedule
 from rlvr.types import Completion, RolloutBatch, Sample
@@ -51,11 +51,7 @@ def rollout_and_score(engine: HFEngine, tokenizer, samples: list[Sample], reward
     completions, prompts, rewards, group_ids, errors = [], [], [], [], 0
     for g, (sample, group) in enumerate(zip(samples, groups)):
         for c in group:
-            r, ok = safe_score(reward, c.text, sample)
-            if c.finish_reason == "length" and not rl.reward_truncated:
-                # without this, a policy that stops emitting EOS after its answer keeps full reward
-                # and drifts into max-length responses (seen in the demo: length 55 -> 96 tokens)
-                r = 0.0
+            r, ok = score_completion(reward, c, sample, rl.reward_truncated)
             completions.append(c)
             prompts.append(ids[g])
             rewards.append(r)
