@@ -94,6 +94,10 @@ def cmd_train(args) -> dict:
     from rlvr.train.rl import train_rl
 
     cfg = _load(args.recipe, args.overrides)
+    if cfg.sft.before_rl:  # SFT, then RL from its model, with evals and a paired test (as the demo)
+        from rlvr.demo import run_demo
+
+        return run_demo(cfg, resume=args.resume)
     result = train_rl(cfg, resume=args.resume)
     if args.eval:
         eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=cmd_sft)
-    p = sub.add_parser("train", help="RL (GRPO) from a recipe")
+    p = sub.add_parser("train", help="RL from a recipe (GRPO, Dr. GRPO, DAPO, PPO, RLOO, REINFORCE++)")
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")

@@ -27,6 +27,10 @@ ALIASES = {"learning_rate": "lr", "num_generations": "group_size", "beta": "kl_c
            "num_iterations": "inner_epochs", "max_grad_norm": "grad_clip", "model_name_or_path": "name_or_path"}
 
 
+# estimators that give one advantage per token (the others give one per rollout)
+TOKEN_LEVEL_ADVANTAGES = ("gae", "reinforce_pp", "reinforce_pp_baseline")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "embedded"  # "embedded" (the tiny built-in Qwen3), a hub id, or a local folder
@@ -64,6 +68,7 @@ class SFTConfig:
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
     grad_clip: float = 1.0
     max_new_tokens: int = 96  # for the plateau checks
+    before_rl: bool = False  # `rlvr train`: SFT first (into OUT/sft), then RL from its model (into OUT/rl)
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,22 @@ class RLConfig:
     inner_epochs: int = 1  # mu: optimizer steps on each rollout batch (PPO-style reuse)
     clip_low: float = 0.2
     clip_high: float = 0.2
-    kl_coef: float = 0.0  # beta of the k3 KL penalty to the frozen start policy (0: no reference model)
-    advantage: str = "grpo"
-    loss: str = "ppo_clip"
-    aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean
+    clip_ratio_c: float = 0.0  # dual-clip PPO: a negative-advantage token's loss is capped at c*|A| (0: off; else > 1)
+    kl_coef: float = 0.0  # beta of the KL penalty to the frozen start policy (0: no reference model)
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (KL in the loss)
+    kl_in_reward: bool = False  # PPO / REINFORCE++ style: -kl_coef * k1 per token in the reward, not in the loss
+    entropy_coef: float = 0.0  # entropy bonus: the loss gets -entropy_coef * entropy per token
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp | reinforce_pp_baseline | gae (PPO, with a critic)
+    gamma: float = 1.0  # discount (gae, reinforce_pp)
+    lam: float = 1.0  # GAE lambda
+    loss: str = "ppo_clip"  # ppo_clip (token-level ratio) | gspo (sequence-level ratio)
+    aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum | constant_norm
     skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+    dynamic_sampling: bool = False  # DAPO: keep sampling until prompts_per_step groups have reward spread
+    max_sampling_rounds: int = 4  # dynamic sampling: rollout rounds per step at most (then train on what there is)
+    overlong_buffer: int = 0  # DAPO soft overlong punishment over the last N tokens before max_new_tokens (0: off)
+    overlong_penalty: float = 1.0  # the penalty reached at max_new_tokens
+    mask_truncated: bool = False  # DAPO overlong filtering: truncated rollouts are left out of the loss
     reward_truncated: bool = False  # False: a response cut at max_new_tokens scores 0 (it never finished)
     micro_batch_size: int = 64  # rollouts per forward/backward; the loss does not depend on it
     time_budget_s: float = 0.0  # stop after this many seconds (0: no limit)
@@ -94,6 +110,18 @@ class RLConfig:
     save_every: int = 25  # steps between checkpoints
     keep_checkpoints: int = 2
     log_samples_every: int = 25  # steps between logged completions
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """The value model of PPO (used when rl.advantage is gae): a transformer with a scalar head."""
+
+    name_or_path: str | None = None  # None: the policy's starting weights, plus a zero-initialised value head
+    lr: float = 1e-3
+    warmup_steps: int = 0  # RL steps that train only the critic, before the policy moves
+    value_clip: float = 0.2  # PPO value clipping around the rollout-time values (0: off)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output_dir: str = "runs/demo"
     seed: int = 0  # sampling, shuffling and everything else random in training
@@ -119,19 +148,38 @@ def save_config(cfg: Config, path: Path) -> None:
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
+def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe's raw mapping. `base: other.yaml` (a path relative to this recipe) is read first
+    and this recipe's sections are merged over it, field by field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of sections (model:, task:, rl: ...)")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    base_path = (path.parent / str(base)).resolve()
+    if not base_path.exists():
+        raise ConfigError(f"{path}: base: {base} not found (looked for {base_path}); the path is relative to this recipe")
+    if base_path in seen:
+        raise ConfigError(f"{path}: base: {base} makes a cycle of recipes")
+    merged = _read_recipe(base_path, (*seen, base_path))
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate."""
     source = str(path) if path else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path:
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: recipe not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a recipe is a mapping of sections (model:, task:, rl: ...)")
+    raw: dict[str, Any] = _read_recipe(Path(path)) if path else {}
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq or not key:
@@ -189,7 +237,7 @@ def _coerce(value: Any, kind, source: str, name: str):
 
 
 def _check(cfg: Config, source: str) -> None:
-    from rlvr.algorithms import advantages, aggregation, losses
+    from rlvr.algorithms import advantages, aggregation, kl, losses
     from rlvr.prompts import check_template
 
     def need(ok: bool, name: str, fix: str) -> None:
@@ -205,8 +253,19 @@ def _check(cfg: Config, source: str) -> None:
     need(rl.lr > 0 and sft.lr > 0, "lr", "must be > 0")
     need(rl.kl_coef >= 0, "rl.kl_coef", "must be >= 0")
     need(rl.micro_batch_size >= 1 and sft.batch_size >= 1, "batch sizes", "must be >= 1")
+    need(rl.clip_ratio_c == 0 or rl.clip_ratio_c > 1, "rl.clip_ratio_c", "must be 0 (off) or > 1, e.g. 3.0")
+    need(rl.max_sampling_rounds >= 1, "rl.max_sampling_rounds", "must be >= 1")
+    need(0 <= rl.overlong_buffer < rl.max_new_tokens, "rl.overlong_buffer", "must be in [0, rl.max_new_tokens)")
+    need(0 <= rl.gamma <= 1 and 0 <= rl.lam <= 1, "rl.gamma / rl.lam", "must be in [0, 1]")
+    need(rl.loss != "gspo" or rl.advantage not in TOKEN_LEVEL_ADVANTAGES, f"rl.loss=gspo with rl.advantage={rl.advantage}",
+         "does not work: GSPO weighs whole sequences, so it needs one advantage per rollout (grpo, dr_grpo, rloo)")
+    need(not rl.kl_in_reward or rl.kl_coef > 0, "rl.kl_in_reward", "needs rl.kl_coef > 0 (the weight of the KL reward)")
+    need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
+    need(not (rl.skip_uniform_groups and rl.advantage in ("gae", "reinforce_pp")), "rl.skip_uniform_groups",
+         f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
+         "all equal still has non-zero advantages")
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
-                        ("aggregation", aggregation.AGGREGATIONS)]:
+                        ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
     need(task.name in ("arithmetic", "jsonl"), f"task.name={task.name!r}", "is unknown; use arithmetic or jsonl")
     need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",

@@ -3,6 +3,9 @@
 SFT on a small set of worked solutions until it plateaus -> held-out eval -> GRPO on many
 answer-only problems (including longer ones than SFT saw) -> held-out eval -> a before/after
 table with 95% CIs and a paired significance test, and OUT/summary.json.
+
+`rlvr train RECIPE` runs the same pipeline when the recipe sets `sft.before_rl: true`, with the
+recipe's algorithm in place of the demo's GRPO (recipes/dapo.yaml, ppo.yaml, ...).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 from rlvr.config import Config
 
 
-def run_demo(cfg: Config) -> dict:
+def run_demo(cfg: Config, resume: bool = False) -> dict:
+    """SFT -> eval -> RL -> eval -> paired comparison. With `resume`, a finished SFT phase is
+    reused (and re-evaluated) and RL continues from its last checkpoint."""
     from rlvr.cli import check_fresh, eval_model, run_sft
     from rlvr.config import save_config
     from rlvr.eval.evaluate import format_table
@@ -24,15 +29,24 @@ def run_demo(cfg: Config) -> dict:
 
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
-    check_fresh(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    print(f"== rlvr demo -> {out}\n== 1/4 supervised fine-tuning on worked solutions")
-    sft, before = run_sft(dataclasses.replace(cfg, output_dir=str(out / "sft")))
-    print("== 2/4 GRPO on answer-only problems")
-    rl_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
+    sft_cfg = dataclasses.replace(cfg, output_dir=str(out / "sft"), sft=dataclasses.replace(cfg.sft, before_rl=False))
+    if resume:
+        if not (out / "sft" / "sft.json").exists():
+            raise FileNotFoundError(f"--resume: {out / 'sft'} holds no finished SFT phase; start again in a new "
+                                    "output_dir")
+        sft = json.loads((out / "sft" / "sft.json").read_text())
+        print(f"== resuming {out}: SFT done; held-out eval of its model")
+        before = eval_model(sft["model"], sft_cfg, None)
+    else:
+        check_fresh(out)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        print(f"== {out}\n== 1/4 supervised fine-tuning on worked solutions")
+        sft, before = run_sft(sft_cfg)
+    print(f"== 2/4 RL ({cfg.rl.advantage} advantages, {cfg.rl.loss}) on answer-only problems")
+    rl_cfg = dataclasses.replace(sft_cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
                                  output_dir=str(out / "rl"))
-    rl = train_rl(rl_cfg)
+    rl = train_rl(rl_cfg, resume=resume)
     print("== 3/4 held-out evaluation of the RL model")
     after = eval_model(rl["checkpoint"], rl_cfg, out / "rl" / "eval")
     print("== 4/4 before / after")

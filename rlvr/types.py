@@ -6,7 +6,7 @@ V = vocabulary size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
 import torch
@@ -41,24 +41,17 @@ class RolloutBatch:
     attention_mask: torch.Tensor  # [B, T] bool, True on real (non-pad) tokens
     response_mask: torch.Tensor  # [B, T] bool, True on response tokens that count in the loss
     old_logprobs: torch.Tensor  # [B, T] float, logprob of token t under the rollout policy (0 off-response)
-    advantages: torch.Tensor  # [B] float, one advantage per rollout
+    advantages: torch.Tensor  # [B] (one per rollout) or [B, T] (one per token) float
     rewards: torch.Tensor  # [B] float
     group_ids: torch.Tensor  # [B] long, rollouts of one prompt share an id
     ref_logprobs: torch.Tensor | None = None  # [B, T] float, under the frozen reference model
+    old_values: torch.Tensor | None = None  # [B, T] float, critic values at rollout time (PPO)
+    returns: torch.Tensor | None = None  # [B, T] float, the critic's regression targets (PPO)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def select(self, index: torch.Tensor | slice) -> "RolloutBatch":
-        """Rows `index` of every tensor (a micro-batch)."""
-        ref = None if self.ref_logprobs is None else self.ref_logprobs[index]
-        return RolloutBatch(
-            self.input_ids[index],
-            self.attention_mask[index],
-            self.response_mask[index],
-            self.old_logprobs[index],
-            self.advantages[index],
-            self.rewards[index],
-            self.group_ids[index],
-            ref,
-        )
+        """Rows `index` of every tensor (a micro-batch, or the rollouts kept for the update)."""
+        return RolloutBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                               for f in fields(self)})

@@ -1,7 +1,8 @@
 """Loss aggregation: per-token losses [B,T] -> one scalar, with a *global* normaliser.
 
 A mode is two functions: `total(per_token, response_mask)`, this micro-batch's summed
-contribution, and `normalizer(response_mask)`, its share of the denominator. The caller sums the
+contribution, and `normalizer(response_mask, horizon)`, its share of the denominator (horizon:
+the generation budget max_new_tokens, used only by constant_norm). The caller sums the
 shares over every micro-batch (and rank) of the rollout batch and passes the sum to `aggregate`,
 so summing `aggregate` over micro-batches gives exactly the full-batch loss: the loss does not
 change with micro-batching, gradient accumulation or world size.
@@ -21,15 +22,16 @@ from rlvr.registry import Registry
 @dataclass(frozen=True)
 class Aggregation:
     total: Callable[[Tensor, Tensor], Tensor]  # (per_token [B,T], response_mask [B,T]) -> scalar
-    normalizer: Callable[[Tensor], Tensor]  # (response_mask [B,T]) -> scalar float
+    normalizer: Callable[[Tensor, int | None], Tensor]  # (response_mask [B,T], horizon) -> []
 
 
 AGGREGATIONS = Registry("loss aggregation")
 
 
-def normalizer(mode: str, response_mask: Tensor) -> Tensor:
-    """This micro-batch's share [] of the global normaliser of `mode` (sum it over all)."""
-    return AGGREGATIONS.get(mode).normalizer(response_mask)
+def normalizer(mode: str, response_mask: Tensor, horizon: int | None = None) -> Tensor:
+    """This micro-batch's share [] of the global normaliser of `mode` (sum it over all).
+    horizon is the max_new_tokens of generation; only constant_norm needs it."""
+    return AGGREGATIONS.get(mode).normalizer(response_mask, horizon)
 
 
 def aggregate(mode: str, per_token: Tensor, response_mask: Tensor, norm: Tensor | float) -> Tensor:
@@ -46,11 +48,11 @@ def _masked_sum(per_token: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, per_token, torch.zeros_like(per_token)).sum(-1)
 
 
-def _token_mean_total(per_token: Tensor, mask: Tensor) -> Tensor:
+def _token_sum_total(per_token: Tensor, mask: Tensor) -> Tensor:
     return _masked_sum(per_token, mask).sum()  # [B,T] -> []
 
 
-def _token_mean_norm(mask: Tensor) -> Tensor:
+def _token_mean_norm(mask: Tensor, horizon: int | None) -> Tensor:
     return mask.sum().to(torch.float32)  # [] number of response tokens
 
 
@@ -59,15 +61,30 @@ def _seq_mean_token_mean_total(per_token: Tensor, mask: Tensor) -> Tensor:
     return (_masked_sum(per_token, mask) / mask.sum(-1).clamp(min=1)).sum()  # [B,T] -> []
 
 
-def _seq_mean_token_mean_norm(mask: Tensor) -> Tensor:
+def _num_sequences(mask: Tensor, horizon: int | None) -> Tensor:
     return torch.tensor(float(mask.shape[0]), device=mask.device)  # [] number of sequences
+
+
+def _constant_norm(mask: Tensor, horizon: int | None) -> Tensor:
+    if horizon is None:
+        raise ValueError("aggregation 'constant_norm' needs horizon (max_new_tokens); got None")
+    return torch.tensor(float(mask.shape[0] * horizon), device=mask.device)  # [] B * horizon
 
 
 # DAPO (arXiv 2503.14476 sec. 3.3, "token-level policy gradient loss"): every response token of
 # the batch weighs the same, so long responses are not down-weighted.
-AGGREGATIONS.register("token_mean")(Aggregation(_token_mean_total, _token_mean_norm))
+AGGREGATIONS.register("token_mean")(Aggregation(_token_sum_total, _token_mean_norm))
 
 # Original GRPO (arXiv 2402.03300 eq. 3): mean over each sequence's tokens, then over sequences.
 AGGREGATIONS.register("seq_mean_token_mean")(
-    Aggregation(_seq_mean_token_mean_total, _seq_mean_token_mean_norm)
+    Aggregation(_seq_mean_token_mean_total, _num_sequences)
 )
+
+# Summed token losses per sequence, averaged over sequences: the loss of a sequence's summed
+# logprobs (REINFORCE on log pi(y|x)), so a long response weighs more than a short one.
+AGGREGATIONS.register("seq_mean_token_sum")(Aggregation(_token_sum_total, _num_sequences))
+
+# Dr. GRPO (arXiv 2503.20783): every token's loss divided by the same constant, the number of
+# sequences times the generation budget, so neither the response length nor the batch's token
+# count rescales a sequence's gradient.
+AGGREGATIONS.register("constant_norm")(Aggregation(_token_sum_total, _constant_norm))

@@ -4,7 +4,8 @@ Position t of the output describes token t, predicted by the logits at position 
 (rlvr.types convention); position 0 has no prediction and holds 0. Each chunk of rows is cast
 to at least float32 on its own, so no float32 [B,T,V] copy exists at once. Plain autograd would
 keep every chunk's float32 copy alive for the backward pass, which defeats the chunking, so
-token_logprobs has its own backward that recomputes the softmax chunk by chunk.
+token_logprobs and token_entropy_with_grad have their own backward that recomputes the softmax
+chunk by chunk.
 """
 
 from __future__ import annotations
@@ -75,14 +76,55 @@ def token_logprobs(
     return _shift_right(per_row, b, t)
 
 
+def _entropy_rows(rows: Tensor, temperature: float, chunk: int) -> Tensor:
+    """rows [N,V] -> entropy [N] (nats) of softmax(rows / temperature), chunk rows at a time."""
+    out = rows.new_empty(rows.shape[0], dtype=_compute_dtype(rows.dtype))  # [N]
+    for s in range(0, rows.shape[0], chunk):
+        logp = torch.log_softmax(rows[s : s + chunk].to(out.dtype) / temperature, dim=-1)  # [n,V]
+        out[s : s + chunk] = -(logp.exp() * logp).sum(-1)  # [n]
+    return out
+
+
+class _ChunkedEntropy(torch.autograd.Function):
+    """rows [N,V] -> entropy of softmax(rows / temperature), [N]; only rows kept for backward."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, temperature: float, chunk: int) -> Tensor:
+        ctx.save_for_backward(rows)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        return _entropy_rows(rows, temperature, chunk)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:
+        (rows,) = ctx.saved_tensors
+        grad = torch.empty_like(rows)  # [N,V]
+        for s in range(0, rows.shape[0], ctx.chunk):
+            x = rows[s : s + ctx.chunk].to(grad_out.dtype) / ctx.temperature  # [n,V]
+            logp = torch.log_softmax(x, dim=-1)  # [n,V]
+            p = logp.exp()  # [n,V]
+            ent = -(p * logp).sum(-1, keepdim=True)  # [n,1]
+            # H = -sum_j p_j log p_j with p = softmax(z / tau): since d log p_k / dx_j =
+            # 1[j = k] - p_j, dH/dx_j = -p_j (log p_j + H), and dx_j / dz_j = 1 / tau.
+            d = p.mul_(logp.add_(ent)).mul_(-grad_out[s : s + ctx.chunk, None])
+            grad[s : s + ctx.chunk] = d / ctx.temperature
+        return grad, None, None
+
+
 @torch.no_grad()
 def token_entropy(logits: Tensor, chunk_size: int = 1024, temperature: float = 1.0) -> Tensor:
     """entropy [B,T] (nats) of softmax(logits[:, t-1] / temperature), the distribution that
     predicted token t; entry 0 = 0. A metric: no gradient."""
     b, t, v = logits.shape
-    rows = logits.reshape(b * t, v)  # [B*T,V]
-    out = rows.new_empty(b * t, dtype=_compute_dtype(rows.dtype))  # [B*T]
-    for s in range(0, b * t, chunk_size):
-        logp = torch.log_softmax(rows[s : s + chunk_size].to(out.dtype) / temperature, dim=-1)
-        out[s : s + chunk_size] = -(logp.exp() * logp).sum(-1)  # [n]
-    return _shift_right(out, b, t)
+    return _shift_right(_entropy_rows(logits.reshape(b * t, v), temperature, chunk_size), b, t)
+
+
+def token_entropy_with_grad(
+    logits: Tensor, chunk_size: int = 1024, temperature: float = 1.0
+) -> Tensor:
+    """As token_entropy, [B,T] with entry 0 = 0, but differentiable, for an entropy bonus in
+    the loss. The backward recomputes the softmax chunk by chunk, so only the logits are kept
+    for it, never a float32 [B,T,V]."""
+    b, t, v = logits.shape
+    per_row = _ChunkedEntropy.apply(logits.reshape(b * t, v), temperature, chunk_size)  # [B*T]
+    return _shift_right(per_row, b, t)

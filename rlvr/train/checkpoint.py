@@ -1,7 +1,8 @@
 """Checkpoints: a Hugging Face folder (loads with from_pretrained as it is) + trainer state.
 
     OUT/checkpoints/step-000050/   config.json, model.safetensors, tokenizer files,
-                                   trainer_state.pt (optimizer, scheduler, RNG, data cursor, step)
+                                   trainer_state.pt (optimizer, scheduler, RNG, data cursor, step),
+                                   critic/ (PPO only: the value model, also a HF folder)
 
 A checkpoint is written to `step-N.tmp` and renamed when complete, so a crash or a kill never
 leaves a half-written checkpoint under a real name; `latest()` ignores `.tmp` folders.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,8 +36,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2) -> Path:
-    """Write checkpoint `step` atomically under root/checkpoints; keep the newest `keep`."""
+def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2,
+         extras: dict[str, Callable[[Path], None]] | None = None) -> Path:
+    """Write checkpoint `step` atomically under root/checkpoints; keep the newest `keep`.
+    `extras` maps a sub-folder name to a function that writes into it (e.g. the critic)."""
     folder = Path(root) / "checkpoints"
     final = folder / f"step-{step:06d}"
     tmp = folder / f"step-{step:06d}.tmp"
@@ -44,6 +47,8 @@ def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    for name, write in (extras or {}).items():
+        write(tmp / name)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
         shutil.rmtree(final)

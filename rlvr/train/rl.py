@@ -1,11 +1,14 @@
 """The RL loop (GRPO by default), top to bottom. One step:
 
-  Stage 1  sample prompts, G rollouts each (rollout engine)
-  Stage 2  score each rollout with the task's reward
-  Stage 3  group-relative advantages; optionally drop groups whose rewards are all equal
-  Stage 4  token logprobs of the rollouts under the policy (and the reference, if kl_coef > 0)
-  Stage 5  per-token PPO-clip objective -> aggregation with a global normaliser -> backward
-  Stage 6  clip gradients, AdamW step, lr schedule; log, checkpoint, evaluate
+  Stage 1  sample prompts, G rollouts each (rollout engine); with DAPO's dynamic sampling,
+           more prompts until enough groups have reward spread
+  Stage 2  score each rollout with the task's reward (+ overlong shaping)
+  Stage 3  advantages (grpo, dr_grpo, rloo, reinforce_pp, or gae with a critic), after the
+           reference model's logprobs (KL in the loss or in the reward) and critic values;
+           choose the rollouts to train on (groups with spread, truncated ones masked)
+  Stage 4  token logprobs of the rollouts under the policy
+  Stage 5  per-token objective (PPO-clip / GSPO) -> aggregation with a global normaliser -> backward
+  Stage 6  critic step (PPO), clip gradients, AdamW step, lr schedule; log, checkpoint, evaluate
 
 Departures from the book's chapter-6 loop (which we also support through its recipe): several
 prompts per step instead of one; token-level ratio and clipping as in PPO/GRPO (arXiv
@@ -24,59 +27,125 @@ import torch
 
 from rlvr.algorithms import advantages as adv_fns
 from rlvr.algorithms import aggregation, losses
-from rlvr.algorithms.logprobs import token_entropy, token_logprobs
-from rlvr.config import Config
+from rlvr.algorithms import kl as kl_fns
+from rlvr.algorithms.logprobs import token_entropy, token_entropy_with_grad, token_logprobs
+from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import Reward, score_completion
+from rlvr.rewards.length import overlong_penalty
 from rlvr.rollout.hf import HFEngine, SamplingParams
+from rlvr.train import run_dir
+from rlvr.train.critic import ValueModel, critic_values, load_critic, update_critic
+from rlvr.train.distributed import global_sum, sum_gradients
 from rlvr.train.sft import cosine_schedule
 from rlvr.types import Completion, RolloutBatch, Sample
 
 
 @dataclass
+class Trainer:
+    """What one RL step touches. `ref_model` exists when kl_coef > 0, `critic` when advantage=gae."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    engine: HFEngine
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    reward: Reward
+    ref_model: torch.nn.Module | None = None
+    critic: ValueModel | None = None
+    critic_optimizer: torch.optim.Optimizer | None = None
+
+
+@dataclass
 class Scored:
-    completions: list[Completion]  # [B] flattened, prompt i's group at rows i*G .. i*G+G-1
+    completions: list[Completion]  # [B] flattened, a prompt's group in consecutive rows
     prompts: list[list[int]]  # [B] prompt token ids per row
-    rewards: torch.Tensor  # [B]
+    rewards: torch.Tensor  # [B] what the policy is trained on (task reward + shaping)
+    correct: torch.Tensor  # [B] bool, the task reward alone says correct (>= 1)
     group_ids: torch.Tensor  # [B]
     reward_errors: int
+    samples: list[Sample]  # [B / G] the problem of each group, in row order
+
+    @staticmethod
+    def concat(parts: list["Scored"]) -> "Scored":
+        return Scored(sum((p.completions for p in parts), []), sum((p.prompts for p in parts), []),
+                      torch.cat([p.rewards for p in parts]), torch.cat([p.correct for p in parts]),
+                      torch.cat([p.group_ids for p in parts]), sum(p.reward_errors for p in parts),
+                      sum((p.samples for p in parts), []))
 
 
-def rollout_and_score(engine: HFEngine, tokenizer, samples: list[Sample], reward: Reward, cfg: Config) -> Scored:
-    """Stages 1-2."""
+def rollout_and_score(tr: Trainer, samples: list[Sample], cfg: Config, first_group: int = 0) -> Scored:
+    """Stages 1-2 for one set of prompts: G rollouts each, task reward plus overlong shaping."""
     rl = cfg.rl
-    ids = [prompt_ids(s.prompt, cfg.task.template, tokenizer) for s in samples]
-    params = SamplingParams(rl.max_new_tokens, rl.temperature, rl.top_p)
-    groups = engine.generate(ids, rl.group_size, params)
-    completions, prompts, rewards, group_ids, errors = [], [], [], [], 0
+    ids = [prompt_ids(s.prompt, cfg.task.template, tr.tokenizer) for s in samples]
+    groups = tr.engine.generate(ids, rl.group_size, SamplingParams(rl.max_new_tokens, rl.temperature, rl.top_p))
+    completions, prompts, rewards, correct, group_ids, errors = [], [], [], [], [], 0
     for g, (sample, group) in enumerate(zip(samples, groups)):
         for c in group:
-            r, ok = score_completion(reward, c, sample, rl.reward_truncated)
+            r, ok = score_completion(tr.reward, c, sample, rl.reward_truncated)
+            shaped = r + overlong_penalty(len(c.token_ids), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_penalty)
             completions.append(c)
             prompts.append(ids[g])
-            rewards.append(r)
-            group_ids.append(g)
+            rewards.append(shaped)
+            correct.append(r >= 1)
+            group_ids.append(first_group + g)
             errors += not ok
-    return Scored(completions, prompts, torch.tensor(rewards), torch.tensor(group_ids), errors)
+    return Scored(completions, prompts, torch.tensor(rewards), torch.tensor(correct), torch.tensor(group_ids), errors,
+                  list(samples))
 
 
-def build_batch(scored: Scored, advantages: torch.Tensor, keep: torch.Tensor, pad_id: int) -> RolloutBatch:
-    """Right-padded prompt+response rows for the rollouts in `keep` ([K] indices)."""
-    rows = [scored.prompts[i] + scored.completions[i].token_ids for i in keep.tolist()]
-    T = max(len(r) for r in rows)
-    K = len(rows)
-    input_ids = torch.full((K, T), pad_id, dtype=torch.long)
-    attention = torch.zeros((K, T), dtype=torch.bool)
-    response = torch.zeros((K, T), dtype=torch.bool)
-    sampled_lp = torch.zeros((K, T))  # engine's logprobs, to measure trainer/engine mismatch
-    for k, i in enumerate(keep.tolist()):
-        p, c = len(scored.prompts[i]), scored.completions[i]
-        input_ids[k, : p + len(c.token_ids)] = torch.tensor(rows[k])
-        attention[k, : p + len(c.token_ids)] = True
-        response[k, p : p + len(c.token_ids)] = True
-        sampled_lp[k, p : p + len(c.token_ids)] = torch.tensor(c.logprobs)
-    return RolloutBatch(input_ids, attention, response, sampled_lp, advantages[keep], scored.rewards[keep],
-                        scored.group_ids[keep])
+def has_spread(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the row's group has rewards that are not all equal (a non-zero GRPO signal)."""
+    n = int(group_ids.max()) + 1
+    hi = torch.full((n,), -float("inf")).scatter_reduce(0, group_ids, rewards, "amax")
+    lo = torch.full((n,), float("inf")).scatter_reduce(0, group_ids, rewards, "amin")
+    return (hi - lo)[group_ids] > 0
+
+
+def sample_groups(tr: Trainer, stream, cfg: Config) -> tuple[Scored, int]:
+    """Stages 1-2, and DAPO's dynamic sampling (arXiv 2503.14476 sec. 3.2) when asked: sample
+    more prompts until prompts_per_step groups have reward spread, or max_sampling_rounds."""
+    P = cfg.rl.prompts_per_step
+    parts = [rollout_and_score(tr, stream.next(P), cfg)]
+    while cfg.rl.dynamic_sampling and len(parts) < cfg.rl.max_sampling_rounds:
+        informative = sum(int(has_spread(p.rewards, p.group_ids).sum()) for p in parts) // cfg.rl.group_size
+        if informative >= P:
+            break
+        parts.append(rollout_and_score(tr, stream.next(P), cfg, first_group=len(parts) * P))
+    return Scored.concat(parts), len(parts)
+
+
+def rows_to_train(scored: Scored, cfg: Config) -> torch.Tensor:
+    """Indices of the rollouts the update sees: groups with spread (when skipping uniform groups
+    or sampling dynamically, at most prompts_per_step of them), minus truncated ones if masked."""
+    rl = cfg.rl
+    keep = torch.ones(len(scored.rewards), dtype=torch.bool)
+    if rl.skip_uniform_groups or rl.dynamic_sampling:
+        keep &= has_spread(scored.rewards, scored.group_ids)
+    if rl.dynamic_sampling:  # a full batch is exactly prompts_per_step groups
+        kept_groups = scored.group_ids[keep].unique()[: rl.prompts_per_step]
+        keep &= torch.isin(scored.group_ids, kept_groups)
+    if rl.mask_truncated:  # DAPO's overlong filtering: the group still sets the baseline
+        keep &= torch.tensor([c.finish_reason != "length" for c in scored.completions])
+    return keep.nonzero().squeeze(1)
+
+
+def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
+    """Right-padded prompt+response rows for every rollout; advantages are filled in later."""
+    rows = [p + c.token_ids for p, c in zip(scored.prompts, scored.completions)]
+    B, T = len(rows), max(len(r) for r in rows)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attention = torch.zeros((B, T), dtype=torch.bool)
+    response = torch.zeros((B, T), dtype=torch.bool)
+    sampled_lp = torch.zeros((B, T))  # the engine's logprobs: "old" when on-policy, and a mismatch check
+    for i, (p, c) in enumerate(zip(scored.prompts, scored.completions)):
+        n, L = len(p), len(c.token_ids)
+        input_ids[i, : n + L] = torch.tensor(rows[i])
+        attention[i, : n + L] = True
+        response[i, n : n + L] = True
+        sampled_lp[i, n : n + L] = torch.tensor(c.logprobs)
+    return RolloutBatch(input_ids, attention, response, sampled_lp, torch.zeros(B), scored.rewards.clone(),
+                        scored.group_ids.clone())
 
 
 def policy_logits(model, batch: RolloutBatch) -> torch.Tensor:
@@ -87,93 +156,120 @@ def policy_logits(model, batch: RolloutBatch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def frozen_logprobs(ref_model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
+def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
+    """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad."""
     out = torch.zeros_like(batch.old_logprobs)
     for s in range(0, len(batch), cfg.rl.micro_batch_size):
         mb = batch.select(slice(s, s + cfg.rl.micro_batch_size))
-        lp = token_logprobs(policy_logits(ref_model, mb), mb.input_ids[:, : mb.attention_mask.sum(1).max()].to(ref_model.device),
+        lp = token_logprobs(policy_logits(model, mb), mb.input_ids[:, : mb.attention_mask.sum(1).max()].to(model.device),
                             cfg.rl.temperature)
         out[s : s + len(mb), : lp.shape[1]] = lp.cpu()
-    return out
+    return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
-def update(model, optimizer, scheduler, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:
-    """Stages 4-6 for one optimizer step over the whole batch, in micro-batches.
+def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
+    """Stage 3 on the full batch: reference logprobs, KL-in-reward, critic values, advantages."""
+    rl, mask = cfg.rl, batch.response_mask
+    if tr.ref_model is not None:
+        batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg)
+    token_rewards = None
+    if rl.kl_in_reward:  # -beta * k1 at each sampled token; the engine's logprobs stand for the policy's
+        token_rewards = torch.where(mask, -rl.kl_coef * (batch.old_logprobs - batch.ref_logprobs), 0.0)
+    if tr.critic is not None:
+        batch.old_values = critic_values(tr.critic, batch, rl.micro_batch_size)
+    rewards = batch.rewards
+    token_level = rl.advantage in TOKEN_LEVEL_ADVANTAGES
+    if token_rewards is not None and not token_level:  # a sequence-level estimator sees the summed KL
+        rewards = rewards + token_rewards.sum(-1)
+    inputs = adv_fns.AdvantageInputs(rewards, batch.group_ids, response_mask=mask, values=batch.old_values,
+                                     token_rewards=token_rewards if token_level else None, gamma=rl.gamma, lam=rl.lam)
+    batch.advantages = adv_fns.compute(rl.advantage, inputs)
+    if tr.critic is not None:
+        batch.returns = adv_fns.returns_from_advantages(batch.advantages, batch.old_values, mask)
 
-    The normaliser is computed once for the whole batch, so the gradient is the same whatever
-    the micro-batch size (see tests/algorithms/test_aggregation.py).
-    """
+
+def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:
+    """Stages 4-5: accumulate the gradient of the whole batch (this rank's share of it) into
+    .grad, micro-batch by micro-batch, then sum it over ranks. The normaliser is global, so the
+    gradient does not depend on micro_batch_size or world size (tests/train/test_invariance.py)."""
     rl = cfg.rl
-    norm = aggregation.normalizer(rl.aggregation, batch.response_mask)
-    n_tokens = batch.response_mask.sum().clamp(min=1)
-    sums = {"clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "logprob_mismatch": 0.0, "ratio_max": 1.0}
-    optimizer.zero_grad(set_to_none=True)
-    loss_total = 0.0
+    norm = global_sum(aggregation.normalizer(rl.aggregation, batch.response_mask, rl.max_new_tokens))
+    sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
+            "ratio_mean": 0.0}
+    ratio_max, ratio_min = 1.0, 1.0
     for s in range(0, len(batch), rl.micro_batch_size):
         mb = batch.select(slice(s, s + rl.micro_batch_size))
         logits = policy_logits(model, mb)  # [b, t, V]
         t = logits.shape[1]
         ids, mask = mb.input_ids[:, :t].to(model.device), mb.response_mask[:, :t].to(model.device)
         lp = token_logprobs(logits, ids, rl.temperature)  # [b, t]
+        ent = (token_entropy_with_grad if rl.entropy_coef > 0 else token_entropy)(logits, temperature=rl.temperature)
         old = lp.detach() if on_policy else mb.old_logprobs[:, :t].to(lp.device)
         ref = None if mb.ref_logprobs is None else mb.ref_logprobs[:, :t].to(lp.device)
-        out = losses.policy_loss(rl.loss, losses.LossInputs(lp, old, mb.advantages.to(lp.device), mask, ref),
-                                 clip_low=rl.clip_low, clip_high=rl.clip_high, kl_coef=rl.kl_coef)
+        adv = mb.advantages if mb.advantages.dim() == 1 else mb.advantages[:, :t]
+        out = losses.policy_loss(
+            rl.loss, losses.LossInputs(lp, old, adv.to(lp.device), mask, ref, entropy=ent),
+            clip_low=rl.clip_low, clip_high=rl.clip_high, clip_ratio_c=rl.clip_ratio_c,
+            kl_coef=0.0 if rl.kl_in_reward else rl.kl_coef, kl_estimator=rl.kl_estimator, entropy_coef=rl.entropy_coef)
         loss = aggregation.aggregate(rl.aggregation, out.per_token, mask, norm)
         loss.backward()
-        loss_total += loss.item()
         m = mask.float()
+        sums["loss"] += loss.item()
         sums["clip_frac"] += (out.clipped.float() * m).sum().item()
-        sums["entropy"] += (token_entropy(logits.detach(), temperature=rl.temperature) * m).sum().item()
+        sums["entropy"] += (ent.detach() * m).sum().item()
         sums["kl"] += 0.0 if out.kl is None else (out.kl * m).sum().item()
+        sums["approx_kl"] += (kl_fns.k3(old, lp.detach()) * m).sum().item()  # KL(old || new), k3
+        sums["ratio_mean"] += (out.ratio * m).sum().item()
         if on_policy:  # the engine's sampling logprobs vs the trainer's, same weights
             sums["logprob_mismatch"] += ((mb.old_logprobs[:, :t].to(lp.device) - lp.detach()).abs() * m).sum().item()
-        sums["ratio_max"] = max(sums["ratio_max"], float((out.ratio * m).max()))
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), rl.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    per_token = {k: v / float(n_tokens) for k, v in sums.items() if k != "ratio_max"}
-    return {"loss": loss_total, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
-            "ratio_max": sums["ratio_max"], **per_token}
+        if m.any():
+            ratio_max = max(ratio_max, float(out.ratio[mask].max()))
+            ratio_min = min(ratio_min, float(out.ratio[mask].min()))
+    sum_gradients(model.parameters())
+    n_tokens = float(batch.response_mask.sum().clamp(min=1))
+    return {"loss": sums.pop("loss"), **{k: v / n_tokens for k, v in sums.items()},
+            "ratio_max": ratio_max, "ratio_min": ratio_min}
 
 
-def keep_rows(scored: Scored, skip_uniform: bool) -> torch.Tensor:
-    """Indices of rollouts whose group has any reward spread (or all, if not skipping)."""
-    if not skip_uniform:
-        return torch.arange(len(scored.rewards))
-    g = scored.group_ids
-    n = int(g.max()) + 1
-    hi = torch.full((n,), -float("inf")).scatter_reduce(0, g, scored.rewards, "amax")
-    lo = torch.full((n,), float("inf")).scatter_reduce(0, g, scored.rewards, "amin")
-    return ((hi - lo)[g] > 0).nonzero().squeeze(1)
+def update(tr: Trainer, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:
+    """Stages 4-6 for one optimizer step of the policy over the whole batch."""
+    tr.optimizer.zero_grad(set_to_none=True)
+    metrics = policy_gradients(tr.model, batch, cfg, on_policy)
+    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.rl.grad_clip)
+    tr.optimizer.step()
+    tr.scheduler.step()
+    return {**metrics, "grad_norm": float(grad_norm), "lr": tr.scheduler.get_last_lr()[0]}
 
 
-def rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg: Config):
-    """One full RL step (stages 1-6); returns the step's metrics and the scored rollouts."""
+def rl_step(tr: Trainer, stream, cfg: Config, step: int):
+    """One full RL step (stages 1-6); returns the step's metrics and the scored rollouts.
+    `step` counts finished steps: during critic warm-up only the critic learns."""
     t0 = time.perf_counter()
-    scored = rollout_and_score(engine, tokenizer, samples, reward, cfg)
+    scored, rounds = sample_groups(tr, stream, cfg)
     t1 = time.perf_counter()
-    advantages = adv_fns.compute(cfg.rl.advantage, adv_fns.AdvantageInputs(scored.rewards, scored.group_ids))
     lengths = torch.tensor([len(c.token_ids) for c in scored.completions], dtype=torch.float)  # [B]
-    keep = keep_rows(scored, cfg.rl.skip_uniform_groups)
+    keep = rows_to_train(scored, cfg)
     keep = keep[torch.argsort(lengths[keep], stable=True)]  # micro-batches of similar length pad less
     metrics = {
         "reward": scored.rewards.mean().item(), "reward_std": scored.rewards.std().item(),
-        "accuracy": (scored.rewards >= 1).float().mean().item(),
+        "accuracy": scored.correct.float().mean().item(),
         "length_mean": lengths.mean().item(), "length_max": lengths.max().item(),
         "truncated": sum(c.finish_reason == "length" for c in scored.completions) / len(scored.completions),
-        "kept_rollouts": len(keep), "reward_errors": scored.reward_errors,
+        "kept_rollouts": len(keep), "sampling_rounds": rounds, "reward_errors": scored.reward_errors,
         "generated_tokens": int(lengths.sum()),
     }
     if len(keep):
-        batch = build_batch(scored, advantages, keep, tokenizer.pad_token_id)
-        if ref_model is not None:
-            batch.ref_logprobs = frozen_logprobs(ref_model, batch, cfg)
-        model.train()
-        for epoch in range(cfg.rl.inner_epochs):
-            if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
-                batch.old_logprobs = frozen_logprobs(model, batch, cfg)
-            metrics.update(update(model, optimizer, scheduler, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
+        batch = build_batch(scored, tr.tokenizer.pad_token_id)
+        add_advantages(tr, batch, cfg)
+        batch = batch.select(keep)
+        if tr.critic is not None:
+            metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
+        if step >= cfg.critic.warmup_steps or tr.critic is None:
+            tr.model.train()
+            for epoch in range(cfg.rl.inner_epochs):
+                if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
+                    batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg)
+                metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
     t2 = time.perf_counter()
     metrics.update({"time_rollout": t1 - t0, "time_update": t2 - t1, "tokens_per_s": metrics["generated_tokens"] / (t1 - t0)})
     return metrics, scored
@@ -186,58 +282,52 @@ def make_optimizer(model, cfg: Config):
     return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
 
 
-def prepare_output(root: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None. Refuses to write over an earlier run."""
-    from rlvr.train import checkpoint
+def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
+    """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
+    from rlvr.models import eos_token_ids, load_policy
+    from rlvr.rewards import resolve
 
-    last = checkpoint.latest(root)
-    if resume:
-        if last is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {root}/checkpoints; start without --resume")
-        return last
-    if last is not None or (root / "metrics.jsonl").exists():
-        raise FileExistsError(
-            f"{root} already holds a run; pass --resume to continue it, or set output_dir=... to a new folder"
-        )
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} already exists and is not empty; choose another with output_dir=... "
-                              "(rlvr never writes over an earlier run)")
-    return None
+    reward = resolve(cfg.task.reward)
+    model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
+                                   dtype=cfg.model.dtype)
+    tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
+                 *make_optimizer(model, cfg), reward)
+    if cfg.rl.kl_coef > 0:
+        tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.ref_model.eval().requires_grad_(False)
+    if cfg.rl.advantage == "gae":
+        source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
+        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
+                                                weight_decay=cfg.critic.weight_decay)
+    return tr
 
 
 def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     """Run RL as the recipe says; returns the final metrics row. Writes under cfg.output_dir."""
     from rlvr.logging import MetricsLog, progress
-    from rlvr.models import eos_token_ids, load_policy
-    from rlvr.rewards import resolve
     from rlvr.tasks import PromptStream, load_task
     from rlvr.train import checkpoint
 
     root = Path(cfg.output_dir)
-    start_from = prepare_output(root, resume)
-    reward = resolve(cfg.task.reward)
+    start_from = run_dir.prepare_output(root, resume)
     data = load_task(cfg.task, need=("rl", "heldout"))
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
-                                   dtype=cfg.model.dtype)
-    ref_model = None
-    if cfg.rl.kl_coef > 0:
-        ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
-        ref_model.eval().requires_grad_(False)
-    engine = HFEngine(model, tokenizer, eos_token_ids(tokenizer, model))
-    optimizer, scheduler = make_optimizer(model, cfg)
+    tr = build_trainer(cfg, start_from)
     stream = PromptStream(data.rl_train, cfg.seed)
     step, elapsed = 0, 0.0
     if start_from is not None:
         state = checkpoint.load_state(start_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        tr.optimizer.load_state_dict(state["optimizer"])
+        tr.scheduler.load_state_dict(state["scheduler"])
+        if tr.critic_optimizer is not None:
+            tr.critic_optimizer.load_state_dict(state["critic_optimizer"])
         stream.load(state["stream"])
         checkpoint.set_rng_state(state["rng"])
         step, elapsed = state["step"], state["elapsed"]
         log_fn(f"resumed from {start_from} (step {step})")
         for name in ("metrics.jsonl", "rollouts.jsonl"):
-            drop_rows_after(root / name, step)
+            run_dir.drop_rows_after(root / name, step)
     if start_from is None:  # every input has been checked: only now create the run folder
         from rlvr.config import save_config
 
@@ -246,28 +336,31 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     log = MetricsLog(root / "metrics.jsonl")
 
     def save() -> Path:
-        return checkpoint.save(root, step, model, tokenizer, {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "stream": stream.state(),
-            "elapsed": elapsed}, keep=cfg.rl.keep_checkpoints)
+        state = {"optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+                 "stream": stream.state(), "elapsed": elapsed}
+        extras = {}
+        if tr.critic is not None:
+            state["critic_optimizer"] = tr.critic_optimizer.state_dict()
+            extras["critic"] = tr.critic.save
+        return checkpoint.save(root, step, tr.model, tr.tokenizer, state, keep=cfg.rl.keep_checkpoints, extras=extras)
 
     bar = progress(cfg.rl.steps, step, "rl")
     row: dict = {}
     try:
         while step < cfg.rl.steps and not (cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s):
             t0 = time.perf_counter()
-            samples = stream.next(cfg.rl.prompts_per_step)
-            row, scored = rl_step(model, ref_model, engine, tokenizer, optimizer, scheduler, samples, reward, cfg)
+            row, scored = rl_step(tr, stream, cfg, step)
             step += 1
             elapsed += time.perf_counter() - t0
             row = {"phase": "rl", "step": step, "elapsed_s": elapsed, **row}
             if cfg.rl.eval_every and step % cfg.rl.eval_every == 0 and data.heldout:
-                row["heldout_accuracy"] = periodic_eval(engine, tokenizer, data.heldout, reward, cfg)
+                row["heldout_accuracy"] = periodic_eval(tr.engine, tr.tokenizer, data.heldout, tr.reward, cfg)
             log.log(row)
             bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}", len=f"{row['length_mean']:.0f}",
                             refresh=False)
             bar.update(1)
             if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
-                log_rollouts(root / "rollouts.jsonl", step, samples, scored, cfg.rl.group_size)
+                run_dir.log_rollouts(root / "rollouts.jsonl", step, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:
                 save()
     except KeyboardInterrupt:  # a half-done step is not saved: resume from the last whole checkpoint
@@ -281,30 +374,8 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     return {"checkpoint": str(final), "steps": step, "rl_seconds": elapsed, **row}
 
 
-def log_rollouts(path: Path, step: int, samples: list[Sample], scored: Scored, group_size: int, n: int = 4) -> None:
-    """A few groups of completions, so a run can be read as text, not only as curves."""
-    import json
-
-    with path.open("a", encoding="utf-8") as f:
-        for g, sample in enumerate(samples[:n]):
-            for i in range(g * group_size, (g + 1) * group_size):
-                c = scored.completions[i]
-                f.write(json.dumps({"step": step, "prompt": sample.prompt, "answer": sample.answer,
-                                    "completion": c.text, "reward": float(scored.rewards[i]),
-                                    "finish_reason": c.finish_reason}) + "\n")
-
-
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
     from rlvr.eval.evaluate import evaluate
 
     return evaluate(engine, tokenizer, heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
                     cfg.eval.batch_size).overall.accuracy
-
-
-def drop_rows_after(path: Path, step: int) -> None:
-    """On resume, forget metrics of steps after the checkpoint: they are about to be redone."""
-    import json
-
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(r + "\n" for r in rows))

@@ -1,0 +1,100 @@
+"""PPO's critic: a transformer with a scalar value head (InstructGPT's RLHF step 3, and
+Open-Reasoner-Zero's PPO, arXiv 2503.24290).
+
+The critic is a separate model from the policy: a causal LM loaded the same way (so a user's
+model, a checkpoint folder or the embedded default all work) whose last hidden state feeds a
+linear head. The head starts at zero, so the first values are 0 and the first advantages are
+the plain returns; `critic.warmup_steps` lets it learn before the policy moves.
+
+A checkpoint of the critic is a Hugging Face folder (the backbone with its LM head and the
+tokenizer, which from_pretrained loads as it is) plus `value_head.pt`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from rlvr.algorithms.losses import value_loss
+from rlvr.train.distributed import global_sum, sum_gradients
+from rlvr.types import RolloutBatch
+
+HEAD = "value_head.pt"
+
+
+class ValueModel(nn.Module):
+    def __init__(self, lm, tokenizer):
+        super().__init__()
+        self.lm = lm  # a causal LM; only its decoder (base_model) runs
+        self.tokenizer = tokenizer  # saved alongside, so the critic folder loads on its own
+        self.head = nn.Linear(lm.config.hidden_size, 1, dtype=lm.dtype, device=lm.device)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """values [B,T] float32: entry t is V of the state before token t (the prefix up to t-1),
+        read from the hidden state at t-1, like token_logprobs' entry t; entry 0 is 0."""
+        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
+        v = self.head(hidden).squeeze(-1).float()  # [B,T], value after token t
+        return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
+
+    def save(self, folder: Path) -> None:
+        self.lm.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        torch.save(self.head.state_dict(), Path(folder) / HEAD)
+
+
+def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto") -> ValueModel:
+    """A critic from a policy (zero head) or from a saved critic folder (its trained head)."""
+    from rlvr.models import load_policy
+
+    lm, tokenizer = load_policy(name_or_path, seed=seed, dtype=dtype)
+    critic = ValueModel(lm, tokenizer)
+    head = Path(name_or_path) / HEAD
+    if head.exists():
+        critic.head.load_state_dict(torch.load(head, weights_only=True))
+    return critic
+
+
+def _rows(batch: RolloutBatch, device) -> tuple[int, Tensor, Tensor]:
+    t = int(batch.attention_mask.sum(1).max())
+    return t, batch.input_ids[:, :t].to(device), batch.attention_mask[:, :t].to(device)
+
+
+@torch.no_grad()
+def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
+    """Rollout-time values [B,T], 0 off the response."""
+    out = torch.zeros(batch.response_mask.shape)
+    for s in range(0, len(batch), micro_batch_size):
+        mb = batch.select(slice(s, s + micro_batch_size))
+        t, ids, attn = _rows(mb, critic.device)
+        out[s : s + len(mb), :t] = critic(ids, attn).cpu()
+    return torch.where(batch.response_mask, out, torch.zeros_like(out))
+
+
+def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> dict[str, float]:
+    """One optimizer step of the clipped value loss, token-mean over the whole batch (all ranks)."""
+    norm = global_sum(batch.response_mask.sum().float()).clamp(min=1)
+    optimizer.zero_grad(set_to_none=True)
+    loss_total, clipped = 0.0, 0.0
+    critic.train()
+    for s in range(0, len(batch), cfg.rl.micro_batch_size):
+        mb = batch.select(slice(s, s + cfg.rl.micro_batch_size))
+        t, ids, attn = _rows(mb, critic.device)
+        mask = mb.response_mask[:, :t].to(critic.device)
+        per_token, was_clipped = value_loss(critic(ids, attn), mb.old_values[:, :t].to(critic.device),
+                                            mb.returns[:, :t].to(critic.device), mask, cfg.critic.value_clip)
+        loss = per_token.sum() / norm
+        loss.backward()
+        loss_total += loss.item()
+        clipped += was_clipped.sum().item()
+    sum_gradients(critic.parameters())
+    grad_norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.critic.grad_clip)
+    optimizer.step()
+    return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm), "critic_grad_norm": float(grad_norm)}

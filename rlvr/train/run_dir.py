@@ -1,0 +1,43 @@
+"""The run folder of `rlvr train`: never written over, trimmed on resume, readable samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlvr.train import checkpoint
+
+
+def prepare_output(root: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from, or None. Refuses to write over an earlier run."""
+    last = checkpoint.latest(root)
+    if resume:
+        if last is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {root}/checkpoints; start without --resume")
+        return last
+    if last is not None or (root / "metrics.jsonl").exists():
+        raise FileExistsError(
+            f"{root} already holds a run; pass --resume to continue it, or set output_dir=... to a new folder"
+        )
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f"{root} already exists and is not empty; choose another with output_dir=... "
+                              "(rlvr never writes over an earlier run)")
+    return None
+
+
+def log_rollouts(path: Path, step: int, scored, group_size: int, n: int = 4) -> None:
+    """A few groups of completions, so a run can be read as text, not only as curves."""
+    with path.open("a", encoding="utf-8") as f:
+        for g, sample in enumerate(scored.samples[:n]):
+            for i in range(g * group_size, (g + 1) * group_size):
+                c = scored.completions[i]
+                f.write(json.dumps({"step": step, "prompt": sample.prompt, "answer": sample.answer,
+                                    "completion": c.text, "reward": float(scored.rewards[i]),
+                                    "finish_reason": c.finish_reason}) + "\n")
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """On resume, forget metrics of steps after the checkpoint: they are about to be redone."""
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(r + "\n" for r in rows))

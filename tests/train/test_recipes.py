@@ -1,0 +1,98 @@
+"""Every shipped algorithm recipe runs through the real loop on a user's checkpoint (toy sizes),
+and the pieces each one adds are really exercised: the critic, the reference model, dynamic
+sampling, overlong shaping. Whether each one *learns* is benchmarks/algorithms.py's job."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlvr.cli import recipe_path
+from rlvr.config import load_config
+from rlvr.rewards.length import overlong_penalty
+from rlvr.train import checkpoint
+from rlvr.train.rl import train_rl
+
+RECIPES = ["grpo", "dr-grpo", "dapo", "ppo", "rloo", "reinforce-pp"]
+
+
+def parity_reward(completion, sample):
+    """Length parity: about half of any group scores 1, so groups have spread."""
+    return float(len(completion) % 2)
+
+
+def recipe(name, model_dir, out, *extra):
+    return load_config(recipe_path(name), [
+        f"model.name_or_path={model_dir}", f"output_dir={out}", "sft.before_rl=false", "task.template=auto",
+        "task.reward=tests.train.test_recipes:parity_reward", "task.rl_problems=200", "task.eval_per_bucket=4",
+        "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=12", "rl.save_every=1",
+        "rl.reward_truncated=true", "rl.micro_batch_size=3", "rl.warmup_steps=1", "rl.time_budget_s=0",
+        "critic.warmup_steps=1", *(["rl.overlong_buffer=4"] if name == "dapo" else []), *extra])
+
+
+def rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_runs_and_uses_its_parts(name, tiny_llama_dir, tmp_path):
+    cfg = recipe(name, tiny_llama_dir, tmp_path / name)
+    result = train_rl(cfg)
+    assert result["steps"] == 2
+    metrics = rows(tmp_path / name)
+    assert len(metrics) == 2 and all(m["kept_rollouts"] > 0 for m in metrics)
+    last = metrics[-1]
+    assert "grad_norm" in last and last["grad_norm"] > 0
+    if cfg.rl.kl_coef > 0 and not cfg.rl.kl_in_reward:
+        assert last["kl"] >= 0 and "kl" in last
+    if name == "ppo":  # the critic learned at both steps; the policy only after its warm-up step
+        assert all(m["value_loss"] > 0 for m in metrics)
+        assert "grad_norm" not in metrics[0] and "grad_norm" in metrics[1]
+        assert (checkpoint.latest(tmp_path / name) / "critic" / "value_head.pt").exists()
+    if name == "dapo":
+        assert all(m["sampling_rounds"] >= 1 for m in metrics)
+        assert all(m["kept_rollouts"] <= cfg.rl.prompts_per_step * cfg.rl.group_size for m in metrics)
+
+
+def test_ppo_resume_restores_the_critic_exactly(tiny_llama_dir, tmp_path):
+    """Stop after step 1, resume: the policy and the critic end bit-identical to a straight run."""
+    straight = tmp_path / "straight"
+    train_rl(recipe("ppo", tiny_llama_dir, straight, "rl.steps=3"))
+    part = tmp_path / "part"
+    train_rl(recipe("ppo", tiny_llama_dir, part, "rl.steps=1"))
+    train_rl(recipe("ppo", tiny_llama_dir, part, "rl.steps=3"), resume=True)
+    a, b = checkpoint.latest(straight), checkpoint.latest(part)
+    for sub in ("", "critic"):
+        wa, wb = load_file(str(a / sub / "model.safetensors")), load_file(str(b / sub / "model.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha, hb = torch.load(a / "critic" / "value_head.pt"), torch.load(b / "critic" / "value_head.pt")
+    assert all(torch.equal(ha[k], hb[k]) for k in ha) and ha["weight"].abs().sum() > 0
+    assert [r["value_loss"] for r in rows(straight)] == [r["value_loss"] for r in rows(part)]
+
+
+def test_dynamic_sampling_resamples_until_the_batch_is_full(tiny_llama_dir, tmp_path):
+    """With a reward that gives most groups no spread, DAPO samples more rounds and trains on
+    exactly prompts_per_step groups when it finds them."""
+    cfg = recipe("dapo", tiny_llama_dir, tmp_path / "d", "rl.max_sampling_rounds=6", "rl.overlong_buffer=0",
+                 "task.reward=tests.train.test_recipes:rare_reward")
+    train_rl(cfg)
+    metrics = rows(tmp_path / "d")
+    assert max(m["sampling_rounds"] for m in metrics) > 1
+    for m in metrics:
+        assert m["kept_rollouts"] % cfg.rl.group_size == 0
+        assert m["kept_rollouts"] <= cfg.rl.prompts_per_step * cfg.rl.group_size
+
+
+def rare_reward(completion, sample):
+    """1 only for responses containing '7' and of odd length: most groups are all zeros."""
+    return float("7" in completion and len(completion) % 2 == 1)
+
+
+def test_overlong_penalty_by_hand():
+    # max 96, buffer 16: free up to 80 tokens; 88 is half-way into the buffer -> -0.5 * penalty
+    assert overlong_penalty(80, 96, 16) == 0.0
+    assert overlong_penalty(88, 96, 16, penalty=1.0) == -0.5
+    assert overlong_penalty(96, 96, 16, penalty=0.5) == -0.5
+    assert overlong_penalty(120, 96, 16) == -1.0
+    assert overlong_penalty(96, 96, 0) == 0.0  # off
