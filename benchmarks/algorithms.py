@@ -32,6 +32,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=150.0, help="RL seconds per recipe")
     ap.add_argument("--sft-model", help="start every recipe from this model (default: run the demo's SFT)")
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
+    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="overrides applied to every recipe (e.g. rl.prompts_per_step=32)")
     ap.add_argument("--out", default=f"runs/bench-algorithms-{time.strftime('%Y%m%d-%H%M%S')}")
     args = ap.parse_args()
     out = Path(args.out)
@@ -47,7 +49,8 @@ def main() -> None:
     rows = []
     for name in args.recipes:
         cfg = load_config(recipe_path(name), [f"model.name_or_path={start}", "sft.before_rl=false",
-                                              f"rl.time_budget_s={args.budget}", f"output_dir={out / name}"])
+                                              f"rl.time_budget_s={args.budget}", f"output_dir={out / name}",
+                                              *args.set])
         print(f"== {name}")
         t0 = time.perf_counter()
         rl = train_rl(cfg)
@@ -62,13 +65,13 @@ def main() -> None:
     b = before.overall
     print(f"\nstart (SFT): {100 * b.accuracy:.1f}% [{100 * b.ci95[0]:.1f}, {100 * b.ci95[1]:.1f}] "
           f"on n = {b.n} held-out problems, mean length {b.mean_length:.1f}; RL budget {args.budget:.0f} s each")
-    print(f"{'recipe':<14}{'steps':>6}{'accuracy [95% CI]':>22}{'gain [95% CI]':>24}{'p':>10}{'length':>8}"
+    print(f"{'recipe':<14}{'steps':>6}{'accuracy [95% CI]':>22}{'gain [95% CI]':>24}{'p':>12}{'length':>8}"
           f"{'min':>6}  learned")
     for r in rows:
         acc = f"{100 * r['accuracy']:.1f} [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
         gain = f"{100 * r['difference']:+.1f} [{100 * r['difference_ci95'][0]:+.1f}, {100 * r['difference_ci95'][1]:+.1f}]"
         learned = "yes" if r["difference"] > 0 and r["p_value"] < 0.01 else "NO"
-        print(f"{r['recipe']:<14}{r['steps']:>6}{acc:>22}{gain:>24}{format_p(r['p_value']):>10}"
+        print(f"{r['recipe']:<14}{r['steps']:>6}{acc:>22}{gain:>24}{format_p(r['p_value']):>12}"
               f"{r['mean_length']:>8.1f}{r['minutes']:>6.1f}  {learned}")
     result = {"start_accuracy": b.accuracy, "start_ci95": b.ci95, "n": b.n, "budget_s": args.budget,
               "recipes": rows}
