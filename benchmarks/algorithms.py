@@ -14,7 +14,6 @@ Prints a table and one JSON line. Run it alone: two CPU-heavy jobs on 2 cores di
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path

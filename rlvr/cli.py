@@ -1,4 +1,4 @@
-"""`rlvr demo | sft | train | eval` — the command line.
+"""`rlvr demo | sft | train | eval | compare | report` — the command line.
 
 Recipes are YAML files (see recipes/); a bare name like `demo` means the recipe shipped with
 rlvr. Any field can be overridden as `section.field=value`.
@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 from rlvr.config import save_config
@@ -48,7 +47,6 @@ def cmd_sft(args) -> None:
 
 def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
-    from rlvr.eval.evaluate import evaluate, format_table
     from rlvr.logging import MetricsLog
     from rlvr.models import count_parameters, eos_token_ids, load_policy
     from rlvr.rewards import resolve
@@ -81,10 +79,8 @@ def run_sft(cfg):
     summary = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
     heldout = None
     if data.heldout:
-        heldout = evaluate(engine, tok, data.heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
-                           cfg.eval.batch_size, samples_path=out / "samples.jsonl")
-        print(format_table({"after SFT": heldout}))
-        summary["heldout"] = heldout.to_json()
+        heldout = held_out_eval(engine, tok, data.heldout, reward, cfg, out / "eval", "after SFT", str(out / "model"))
+        summary["heldout"] = {k: v for k, v in heldout.to_json().items() if k not in ("ids", "scores")}
     (out / "sft.json").write_text(json.dumps(summary, indent=2))
     print(f"saved {out / 'model'}")
     return summary, heldout
@@ -104,8 +100,22 @@ def cmd_train(args) -> dict:
     return result
 
 
+def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: str, model_name: str):
+    """The recipe's held-out evaluation, printed, and written to OUT/eval.json + OUT/samples.jsonl."""
+    from rlvr.eval.evaluate import eval_kwargs, evaluate, format_details, format_table
+
+    ev = evaluate(engine, tok, samples, reward, cfg.task.template, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                  samples_path=out / "samples.jsonl" if out else None, **eval_kwargs(cfg.eval))
+    print(format_table({label: ev}))
+    print(format_details(ev))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps({"model": model_name, "task": dataclasses.asdict(cfg.task),
+                                                   **ev.to_json()}, indent=2))
+    return ev
+
+
 def eval_model(model_path: str, cfg, out: Path | None):
-    from rlvr.eval.evaluate import evaluate, format_table
     from rlvr.models import eos_token_ids, load_policy
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
@@ -115,21 +125,32 @@ def eval_model(model_path: str, cfg, out: Path | None):
     samples = data.heldout[: cfg.eval.limit] if cfg.eval.limit else data.heldout
     model, tok = load_policy(model_path, dtype=cfg.model.dtype)
     engine = HFEngine(model, tok, eos_token_ids(tok, model))
-    ev = evaluate(engine, tok, samples, resolve(cfg.task.reward), cfg.task.template, cfg.eval.max_new_tokens,
-                  cfg.eval.batch_size, samples_path=out / "samples.jsonl" if out else None)
-    print(format_table({Path(model_path).name or model_path: ev}))
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps({"model": model_path, **ev.to_json()}, indent=2))
-    return ev
+    return held_out_eval(engine, tok, samples, resolve(cfg.task.reward), cfg, out, Path(model_path).name or model_path,
+                         model_path)
 
 
 def cmd_eval(args) -> None:
     overrides = list(args.overrides)
     if args.task:
         overrides.append(f"task.name={args.task}")
+    for flag, name in (("samples", "samples"), ("temperature", "temperature"), ("seeds", "seeds"), ("by", "by")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"eval.{name}={getattr(args, flag)}")
     cfg = _load(args.recipe, overrides)
     eval_model(args.model, cfg, Path(args.out) if args.out else None)
+
+
+def cmd_compare(args) -> None:
+    from rlvr.eval.compare import compare_runs
+
+    compare_runs(args.a, args.b)
+
+
+def cmd_report(args) -> None:
+    from rlvr.eval.report import write_report
+
+    path = write_report(Path(args.run), Path(args.out) if args.out else None)
+    print(f"wrote {path}")
 
 
 def cmd_demo(args) -> None:
@@ -161,8 +182,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--task", help="task name (default: the recipe's)")
     p.add_argument("--recipe", default="demo", help="recipe for task and eval settings (default: demo)")
     p.add_argument("--out", help="folder for eval.json and samples.jsonl")
+    p.add_argument("--samples", type=int, help="k completions per problem (avg@k, pass@k, maj@k, best@k)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    p.add_argument("--seeds", type=int, help="repeat the sampling with this many seeds")
+    p.add_argument("--by", help="comma-separated metadata fields to break scores down by")
     p.add_argument("overrides", nargs="*")
     p.set_defaults(fn=cmd_eval)
+    p = sub.add_parser("compare", help="paired comparison of two evals on the same problems")
+    p.add_argument("a", help="eval.json, or a folder holding one (a run, its eval/ or rl/eval/)")
+    p.add_argument("b")
+    p.set_defaults(fn=cmd_compare)
+    p = sub.add_parser("report", help="HTML page and PNG plots of a training run")
+    p.add_argument("run", help="run folder (with metrics.jsonl, or a demo folder)")
+    p.add_argument("--out", help="output folder (default: RUN/report)")
+    p.set_defaults(fn=cmd_report)
     args = ap.parse_args(argv)
     from rlvr.config import ConfigError
 

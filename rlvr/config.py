@@ -95,6 +95,7 @@ class RLConfig:
     advantage: str = "grpo"  # grpo | dr_grpo | rloo | reinforce_pp | reinforce_pp_baseline | gae (PPO, with a critic)
     gamma: float = 1.0  # discount (gae, reinforce_pp)
     lam: float = 1.0  # GAE lambda
+    whiten_advantages: bool = False  # shift/scale advantages to mean 0, std 1 over the batch (PPO with a critic)
     loss: str = "ppo_clip"  # ppo_clip (token-level ratio) | gspo (sequence-level ratio)
     aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum | constant_norm
     skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
@@ -127,8 +128,13 @@ class CriticConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     max_new_tokens: int = 96
-    batch_size: int = 512
+    batch_size: int = 512  # completions decoded together
     limit: int = 0  # evaluate only the first N problems (0: all)
+    samples: int = 1  # k completions per problem: avg@k, pass@k, maj@k, best@k (k > 1 needs temperature > 0)
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seeds: int = 1  # repeats with different sampling seeds; the CI then covers seeds and problems
+    by: str = ""  # comma-separated metadata fields to break the scores down by (e.g. op,digits)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,11 @@ def _check(cfg: Config, source: str) -> None:
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
                         ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
+    ev = cfg.eval
+    need(ev.samples >= 1 and ev.seeds >= 1, "eval.samples / eval.seeds", "must be >= 1")
+    need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
+    need(ev.temperature > 0 or (ev.samples == 1 and ev.seeds == 1), f"eval.samples={ev.samples} / eval.seeds={ev.seeds}",
+         "need eval.temperature > 0: greedy decoding gives the same completion every time")
     need(task.name in ("arithmetic", "jsonl"), f"task.name={task.name!r}", "is unknown; use arithmetic or jsonl")
     need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",
          "is required for task.name=jsonl (a JSONL file with prompt and answer)")

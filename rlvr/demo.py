@@ -23,8 +23,8 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     reused (and re-evaluated) and RL continues from its last checkpoint."""
     from rlvr.cli import check_fresh, eval_model, run_sft
     from rlvr.config import save_config
+    from rlvr.eval.compare import paired_compare
     from rlvr.eval.evaluate import format_table
-    from rlvr.eval.stats import mcnemar_exact, verdict
     from rlvr.train.rl import train_rl
 
     t0 = time.perf_counter()
@@ -36,7 +36,7 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
                                     "output_dir")
         sft = json.loads((out / "sft" / "sft.json").read_text())
         print(f"== resuming {out}: SFT done; held-out eval of its model")
-        before = eval_model(sft["model"], sft_cfg, None)
+        before = eval_model(sft["model"], sft_cfg, out / "sft" / "eval")
     else:
         check_fresh(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -51,17 +51,22 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     after = eval_model(rl["checkpoint"], rl_cfg, out / "rl" / "eval")
     print("== 4/4 before / after")
     print(format_table({"after SFT (before RL)": before, "after RL": after}))
-    test = mcnemar_exact(before.correct, after.correct)
+    test = paired_compare(before.scores, after.scores, "before RL", "after RL")
     minutes = (time.perf_counter() - t0) / 60
-    print(verdict(test))
+    print(test.sentence)
     print(f"SFT {sft['sft']['seconds']:.0f} s, RL {rl['rl_seconds']:.0f} s ({rl['steps']} steps), total {minutes:.1f} min")
     summary = {
-        "before": before.to_json(), "after": after.to_json(),
-        "paired_test": {"test": "McNemar exact", "p_value": test.p_value, "difference": test.difference,
-                        "ci95": test.ci95, "gained": test.c, "lost": test.b, "n": test.n},
+        "before": _brief(before), "after": _brief(after),
+        "paired_test": {"test": test.test, "p_value": test.p_value, "difference": test.difference, "ci95": test.ci95,
+                        "n": before.overall.n, "verdict": test.sentence},
         "sft_seconds": sft["sft"]["seconds"], "rl_seconds": rl["rl_seconds"], "rl_steps": rl["steps"],
         "total_minutes": minutes, "sft": sft["sft"], "checkpoint": rl["checkpoint"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'summary.json'}")
     return summary
+
+
+def _brief(result) -> dict:
+    """An EvalResult for summary.json, without the per-problem lists (they are in eval.json)."""
+    return {k: v for k, v in result.to_json().items() if k not in ("ids", "scores")}

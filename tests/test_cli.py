@@ -44,6 +44,19 @@ def test_sft_train_eval_on_a_user_task(user_task, tiny_llama_dir, capsys):
     assert len(lines) == 10 and json.loads(lines[0])["kind"] == "double"
     assert "held-out" in capsys.readouterr().out
 
+    # the SFT model's eval and the RL run's eval cover the same problems: a paired comparison
+    main(["compare", str(root / "sft"), str(root / "rl")])
+    out = capsys.readouterr().out
+    assert "McNemar exact" in out and ("better" in out or "no significant difference" in out)
+    main(["eval", "--model", str(root / "sft" / "model"), "--recipe", str(recipe), "--out", str(root / "ev4"),
+          "--samples", "3", "--temperature", "1", "--seeds", "2", "--by", "kind"])
+    assert "avg@3" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="settings.k is 1"):
+        main(["compare", str(root / "ev"), str(root / "ev4")])
+    main(["report", str(root / "rl")])
+    html = (root / "rl" / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+
 
 def test_refuses_to_overwrite_a_run(user_task, tiny_llama_dir):
     root, recipe = user_task
@@ -87,3 +100,6 @@ def test_demo_writes_its_summary(tmp_path, capsys):
     assert 0 <= summary["paired_test"]["p_value"] <= 1
     out = capsys.readouterr().out
     assert "SFT budget: 64 worked solutions" in out and "McNemar exact" in out
+    main(["report", str(tmp_path / "demo")])
+    html = (tmp_path / "demo" / "report" / "report.html").read_text()
+    assert f"{100 * summary['after']['accuracy']:.1f}%" in html

@@ -147,6 +147,14 @@ def _returns_to_go(r: Tensor, mask: Tensor, gamma: float) -> Tensor:
     return out
 
 
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    """x [B] or [B,T] shifted and scaled to mean 0, std 1 over the entries where mask [B] or
+    [B,T] is True; 0 elsewhere. PPO implementations whiten GAE advantages over the batch: with
+    a critic the advantages need not average 0, and a biased critic would otherwise push every
+    sampled token up (or down) at once."""
+    return _whiten(x, mask, eps)
+
+
 def _whiten(x: Tensor, mask: Tensor, eps: float) -> Tensor:
     """(x - mean) / (std + eps) over every masked entry of the batch, 0 off-mask."""
     n = mask.sum().to(x.dtype)  # []

@@ -1,7 +1,14 @@
-"""Greedy held-out evaluation: accuracy with a 95% CI, per bucket, lengths, truncation.
+"""Held-out evaluation: greedy or k samples per problem, over one or several seeds.
 
-The same function serves `rlvr eval`, the periodic evals inside training and the demo's
-before/after table, so every number a user sees comes from one place.
+The same function serves `rlvr eval`, the periodic evals inside training, SFT's plateau checks
+and the demo's before/after table, so every number a user sees comes from one place.
+
+Per problem and seed it keeps every completion, its extracted answer, reward and length, and
+derives avg@k (mean pass@1 over the k samples), pass@k (Chen et al.'s unbiased estimator;
+with n = k samples it is "any correct"), maj@k (majority over answers grouped by the verifier's
+equivalence) and best-of-k (the sample with the highest mean token logprob, no verifier).
+The headline accuracy is avg@k (greedy accuracy when k = 1 at temperature 0). Its 95% CI is a
+Wilson interval for one greedy run, else a bootstrap over problems and seeds.
 """
 
 from __future__ import annotations
@@ -10,69 +17,163 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
-from rlvr.eval.stats import wilson_interval
+import numpy as np
+
+from rlvr.eval.stats import bootstrap_ci, majority_vote, pass_at_k, wilson_interval
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import Reward, score_completion
+from rlvr.rewards.exact import last_boxed
 from rlvr.rollout.hf import SamplingParams
 from rlvr.types import Sample
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """What was measured; two evals are comparable only when these match."""
+
+    k: int = 1  # completions per problem
+    temperature: float = 0.0  # 0: greedy (then k must be 1)
+    top_p: float = 1.0
+    seeds: int = 1  # independent repeats of the sampling (seed 0, 1, ...)
+    max_new_tokens: int = 96
+    template: str = "auto"
+
+
 @dataclass
 class Score:
-    accuracy: float
+    accuracy: float  # avg@k, averaged over problems and seeds
     ci95: tuple[float, float]
-    n: int
+    n: int  # problems
     mean_length: float
     truncated: float  # fraction of responses cut at max_new_tokens
+    median_length: float = 0.0
+    max_length: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # avg@k, pass@k, maj@k, best@k
+    per_seed: list[float] = field(default_factory=list)  # accuracy of each seed
 
 
 @dataclass
 class EvalResult:
     overall: Score
-    by_bucket: dict[str, Score]
-    correct: list[bool] = field(repr=False)  # per problem, in the order of the samples
+    by_bucket: dict[str, Score]  # the `bucket` breakdown (the demo's "seen" / "longer")
+    correct: list[bool] = field(repr=False)  # per problem: avg@k == 1 for every seed (greedy: correct)
     ids: list[str] = field(repr=False)
+    scores: list[list[float]] = field(default_factory=list, repr=False)  # [seeds][problems] avg@k
+    breakdown: dict[str, dict[str, Score]] = field(default_factory=dict)  # metadata field -> value -> Score
+    settings: EvalSettings = field(default_factory=EvalSettings)
 
     def to_json(self) -> dict:
-        return {**asdict(self.overall), "by_bucket": {k: asdict(v) for k, v in self.by_bucket.items()}}
+        return {**asdict(self.overall), "by_bucket": {k: asdict(v) for k, v in self.by_bucket.items()},
+                "breakdown": {f: {k: asdict(v) for k, v in d.items()} for f, d in self.breakdown.items()},
+                "settings": asdict(self.settings), "ids": self.ids, "scores": self.scores}
 
 
-def score(correct: list[bool], lengths: list[int], truncated: list[bool]) -> Score:
-    n = len(correct)
-    k = sum(correct)
-    return Score(k / max(n, 1), wilson_interval(k, n), n,
-                 statistics.fmean(lengths) if lengths else 0.0, sum(truncated) / max(n, 1))
+@dataclass
+class _Problem:
+    """One problem's completions under one seed."""
+
+    correct: list[bool]
+    answers: list[str | None]
+    lengths: list[int]
+    truncated: list[bool]
+    mean_logprobs: list[float]
+
+    def metrics(self, same: Callable[[str, str], bool] | None) -> dict[str, float]:
+        k = len(self.correct)
+        best = max(range(k), key=lambda j: self.mean_logprobs[j])
+        return {f"avg@{k}": sum(self.correct) / k, f"pass@{k}": pass_at_k(k, sum(self.correct), k),
+                f"maj@{k}": float(majority_vote(self.answers, self.correct, same)[1]),
+                f"best@{k}": float(self.correct[best])}
+
+
+def _run_seed(engine, tokenizer, samples, reward, settings: EvalSettings, seed: int, batch_size: int,
+              extract: Callable[[str], str | None], rows: list | None) -> list[_Problem]:
+    problems = []
+    step = max(1, batch_size // settings.k)
+    for start in range(0, len(samples), step):
+        chunk = samples[start : start + step]
+        # a seed per chunk, so chunks do not replay one random stream; the training RNG is untouched
+        params = SamplingParams(settings.max_new_tokens, settings.temperature, settings.top_p,
+                                seed=None if settings.temperature == 0 else seed * 1_000_003 + start)
+        ids = [prompt_ids(s.prompt, settings.template, tokenizer) for s in chunk]
+        for s, group in zip(chunk, engine.generate(ids, settings.k, params)):
+            scored = [score_completion(reward, c, s)[0] for c in group]  # an unfinished response scores 0
+            p = _Problem([r >= 1.0 for r in scored], [extract(c.text) for c in group],
+                         [len(c.token_ids) for c in group], [c.finish_reason == "length" for c in group],
+                         [sum(c.logprobs) / max(1, len(c.logprobs)) for c in group])
+            problems.append(p)
+            if rows is not None:
+                rows.append({"id": s.id, "seed": seed, "prompt": s.prompt, "answer": s.answer,
+                             "completions": [c.text for c in group], "extracted": p.answers, "rewards": scored,
+                             "finish_reasons": [c.finish_reason for c in group],
+                             "mean_logprobs": p.mean_logprobs, **dict(s.meta)})
+    return problems
+
+
+def _score(runs: list[list[_Problem]], idx: Sequence[int], same) -> Score:
+    """Score of problems `idx` over every seed's run."""
+    per = [[runs[s][i].metrics(same) for i in idx] for s in range(len(runs))]  # [seeds][problems] dicts
+    names = list(per[0][0]) if idx else []
+    matrix = np.array([[m[names[0]] for m in seed] for seed in per]) if idx else np.zeros((len(runs), 0))
+    lengths = [n for s in range(len(runs)) for i in idx for n in runs[s][i].lengths]
+    truncated = [t for s in range(len(runs)) for i in idx for t in runs[s][i].truncated]
+    n = len(idx)
+    if not n:
+        return Score(0.0, (0.0, 0.0), 0, 0.0, 0.0)
+    binary = len(runs) == 1 and len(runs[0][idx[0]].correct) == 1
+    if binary:  # one greedy (or one-sample) run: a Wilson interval on a binomial count
+        ci = wilson_interval(int(matrix.sum()), n)
+    else:
+        ci = bootstrap_ci(matrix)[1:]
+    metrics = {m: float(np.mean([[p[m] for p in seed] for seed in per])) for m in names}
+    return Score(float(matrix.mean()), tuple(float(x) for x in ci), n, statistics.fmean(lengths),
+                 sum(truncated) / len(truncated), float(statistics.median(lengths)), max(lengths), metrics,
+                 [float(row.mean()) for row in matrix])
 
 
 def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template: str,
              max_new_tokens: int, batch_size: int = 512, samples_path: Path | None = None,
-             bucket_field: str = "bucket") -> EvalResult:
-    """Greedy-decode every sample once; a problem counts as correct when its reward is >= 1."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    correct, lengths, truncated, rows = [], [], [], []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        ids = [prompt_ids(s.prompt, template, tokenizer) for s in chunk]
-        for s, (c,) in zip(chunk, engine.generate(ids, 1, params)):
-            r, _ = score_completion(reward, c, s)  # an unfinished response is not an answer
-            correct.append(r >= 1.0)
-            lengths.append(len(c.token_ids))
-            truncated.append(c.finish_reason == "length")
-            rows.append({"id": s.id, "prompt": s.prompt, "answer": s.answer, "completion": c.text,
-                         "reward": r, "finish_reason": c.finish_reason, **dict(s.meta)})
-    buckets: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        if bucket_field in s.meta:
-            buckets.setdefault(str(s.meta[bucket_field]), []).append(i)
-    by_bucket = {name: score([correct[i] for i in idx], [lengths[i] for i in idx], [truncated[i] for i in idx])
-                 for name, idx in buckets.items()}
+             bucket_field: str = "bucket", *, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+             seeds: int = 1, by: Sequence[str] = (), extract: Callable[[str], str | None] = last_boxed,
+             same: Callable[[str, str], bool] | None = None) -> EvalResult:
+    """Evaluate `samples`; a completion is correct when its reward is >= 1.
+
+    k completions per problem at `temperature` (0: greedy, k = 1), repeated for `seeds` seeds;
+    scores broken down by `bucket_field` and every metadata field in `by`. `extract` pulls the
+    final answer out of a completion and `same` says when two answers agree (for maj@k).
+    """
+    if temperature == 0 and (k > 1 or seeds > 1):
+        raise ValueError("greedy evaluation (temperature 0) is deterministic: use k = 1 and seeds = 1, "
+                         "or set eval.temperature > 0 to sample")
+    settings = EvalSettings(k, temperature, top_p, seeds, max_new_tokens, template)
+    rows: list | None = [] if samples_path is not None else None
+    runs = [_run_seed(engine, tokenizer, samples, reward, settings, seed, batch_size, extract, rows)
+            for seed in range(seeds)]
+    breakdown: dict[str, dict[str, Score]] = {}
+    for name in dict.fromkeys([bucket_field, *by]):
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(samples):
+            if name in s.meta:
+                groups.setdefault(str(s.meta[name]), []).append(i)
+        if groups:
+            breakdown[name] = {value: _score(runs, idx, same) for value, idx in sorted(groups.items())}
     if samples_path is not None:
         samples_path.parent.mkdir(parents=True, exist_ok=True)
         with samples_path.open("w", encoding="utf-8") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-    return EvalResult(score(correct, lengths, truncated), by_bucket, correct, [s.id for s in samples])
+    scores = [[sum(p.correct) / len(p.correct) for p in run] for run in runs]
+    correct = [all(scores[s][i] == 1.0 for s in range(seeds)) for i in range(len(samples))]
+    return EvalResult(_score(runs, range(len(samples)), same), breakdown.get(bucket_field, {}), correct,
+                      [s.id for s in samples], scores, breakdown, settings)
+
+
+def eval_kwargs(eval_cfg) -> dict:
+    """evaluate()'s sampling keywords from a recipe's `eval:` section."""
+    return {"k": eval_cfg.samples, "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p,
+            "seeds": eval_cfg.seeds, "by": [f for f in eval_cfg.by.split(",") if f]}
 
 
 def format_table(results: dict[str, EvalResult]) -> str:
@@ -88,4 +189,24 @@ def format_table(results: dict[str, EvalResult]) -> str:
             cells.append(f"{100 * s.accuracy:5.1f}% [{100 * s.ci95[0]:4.1f}, {100 * s.ci95[1]:4.1f}] len {s.mean_length:4.1f}")
         n = first.overall.n if key == "all" else first.by_bucket[key].n
         lines.append(f"{key:<10}{n:>6}  " + "".join(f"{c:<30}" for c in cells))
+    return "\n".join(lines)
+
+
+def format_details(result: EvalResult) -> str:
+    """Everything beyond the table: the k-sample metrics, seeds, lengths, other breakdowns."""
+    o, st = result.overall, result.settings
+    mode = "greedy" if st.temperature == 0 else f"k = {st.k} samples at T = {st.temperature}, top-p {st.top_p}"
+    lines = [f"{mode}; {st.seeds} seed(s); n = {o.n} problems; max_new_tokens {st.max_new_tokens}"]
+    if st.k > 1 or st.seeds > 1:
+        lines.append("  " + "  ".join(f"{m} {100 * v:.1f}%" for m, v in o.metrics.items()))
+    if st.seeds > 1:
+        spread = statistics.stdev(o.per_seed)
+        lines.append(f"  per seed: {', '.join(f'{100 * a:.1f}%' for a in o.per_seed)} (sd {100 * spread:.1f} points); "
+                     f"95% CI over problems and seeds [{100 * o.ci95[0]:.1f}, {100 * o.ci95[1]:.1f}]")
+    lines.append(f"  length mean {o.mean_length:.1f}, median {o.median_length:.0f}, max {o.max_length}; "
+                 f"truncated {100 * o.truncated:.1f}%")
+    for name, groups in result.breakdown.items():
+        if name == "bucket":
+            continue
+        lines.append(f"  by {name}: " + ", ".join(f"{v} {100 * s.accuracy:.1f}% (n={s.n})" for v, s in groups.items()))
     return "\n".join(lines)

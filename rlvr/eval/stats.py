@@ -119,10 +119,10 @@ def format_p(p: float) -> str:
     return f"p = {p:.2g}"
 
 
-def verdict(result: McNemarResult, alpha: float = 0.01) -> str:
+def verdict(result: McNemarResult, alpha: float = 0.01, before: str = "before", after: str = "after") -> str:
     """One sentence: which run is better (if significant at alpha), by how much, and how sure."""
     if result.p_value < alpha:
-        head = "after is better" if result.difference > 0 else "before is better"
+        head = f"{after} is better" if result.difference > 0 else f"{before} is better"
     else:
         head = "no significant difference"
     lo, hi = result.ci95

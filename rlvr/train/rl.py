@@ -183,9 +183,12 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
         rewards = rewards + token_rewards.sum(-1)
     inputs = adv_fns.AdvantageInputs(rewards, batch.group_ids, response_mask=mask, values=batch.old_values,
                                      token_rewards=token_rewards if token_level else None, gamma=rl.gamma, lam=rl.lam)
-    batch.advantages = adv_fns.compute(rl.advantage, inputs)
-    if tr.critic is not None:
-        batch.returns = adv_fns.returns_from_advantages(batch.advantages, batch.old_values, mask)
+    adv = adv_fns.compute(rl.advantage, inputs)
+    if tr.critic is not None:  # the critic regresses on returns from the raw advantages
+        batch.returns = adv_fns.returns_from_advantages(adv, batch.old_values, mask)
+    if rl.whiten_advantages:
+        adv = adv_fns.whiten(adv, mask if adv.dim() == 2 else torch.ones_like(adv, dtype=torch.bool))
+    batch.advantages = adv
 
 
 def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:

@@ -73,3 +73,18 @@ def test_gae_stage_gives_returns_for_the_critic(tiny_llama_dir):
     assert batch.old_values[mask].abs().min() > 0
     torch.testing.assert_close(batch.advantages, torch.where(mask, R - batch.old_values, 0.0))
     torch.testing.assert_close(batch.returns, torch.where(mask, R, 0.0))
+
+
+def test_whitening_changes_the_advantages_but_not_the_critic_targets(tiny_llama_dir):
+    cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
+                             "rl.whiten_advantages=true"])
+    tr = _trainer(tiny_llama_dir, cfg, critic=True)
+    tr.ref_model = None
+    batch = make_batch(tr.model.config.vocab_size)
+    batch.rewards = torch.arange(11, dtype=torch.float) / 10
+    add_advantages(tr, batch, cfg)
+    mask = batch.response_mask
+    a = batch.advantages[mask]
+    assert abs(a.mean().item()) < 1e-5 and abs(a.std().item() - 1) < 1e-4  # unbiased std, as `whiten` uses
+    assert torch.equal(batch.advantages[~mask], torch.zeros_like(batch.advantages[~mask]))
+    torch.testing.assert_close(batch.returns, torch.where(mask, batch.rewards[:, None].expand_as(mask), 0.0))

@@ -1,0 +1,104 @@
+"""k samples per problem, seeds, breakdowns, and `rlvr compare`, on a real tiny model.
+
+The metrics are recomputed by brute force from the per-problem rows evaluate() writes to
+samples.jsonl, so the numbers in eval.json are checked against what was actually sampled."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rlvr.eval.compare import compare_runs, paired_compare
+from rlvr.eval.evaluate import evaluate
+from rlvr.models import eos_token_ids, load_policy
+from rlvr.rollout.hf import HFEngine
+from rlvr.types import Sample
+
+
+def digit_reward(completion, sample):
+    """1 when the completion contains the answer's digit: about a third of samples score."""
+    return float(sample.answer in completion)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_llama_dir):
+    model, tok = load_policy(str(tiny_llama_dir), dtype="float32")
+    samples = [Sample(prompt=f"{i}+{i % 3}=", answer=str(i % 3), id=f"p{i}", meta={"kind": "even" if i % 2 else "odd"})
+               for i in range(12)]
+    return HFEngine(model, tok, eos_token_ids(tok, model)), tok, samples
+
+
+def run(setup, tmp_path, name, **kw):
+    engine, tok, samples = setup
+    path = tmp_path / name / "samples.jsonl"
+    res = evaluate(engine, tok, samples, digit_reward, "plain", 8, batch_size=16, samples_path=path,
+                   extract=lambda text: text[-1:] or None, **kw)
+    return res, [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_k_samples_and_seeds_match_a_brute_force_recount(setup, tmp_path):
+    res, rows = run(setup, tmp_path, "a", k=4, temperature=1.0, seeds=3, by=["kind"])
+    assert len(rows) == 12 * 3 and all(len(r["completions"]) == 4 for r in rows)
+    per_seed = [[r for r in rows if r["seed"] == s] for s in range(3)]
+    assert per_seed[0][0]["completions"] != per_seed[1][0]["completions"] or \
+        per_seed[0][1]["completions"] != per_seed[1][1]["completions"]  # seeds sample differently
+    avg = np.mean([[sum(r["rewards"]) / 4 for r in seed] for seed in per_seed])
+    any_ok = np.mean([[float(any(x >= 1 for x in r["rewards"])) for r in seed] for seed in per_seed])
+    best = np.mean([[r["rewards"][int(np.argmax(r["mean_logprobs"]))] for r in seed] for seed in per_seed])
+
+    def maj(r):  # brute force: most frequent extracted answer (first seen wins ties), its reward
+        votes = [a for a in r["extracted"] if a is not None]
+        if not votes:
+            return 0.0
+        top = max(votes, key=lambda a: (votes.count(a), -votes.index(a)))
+        return r["rewards"][r["extracted"].index(top)]
+
+    majority = np.mean([[maj(r) for r in seed] for seed in per_seed])
+    m = res.overall.metrics
+    assert m["avg@4"] == pytest.approx(avg) and res.overall.accuracy == pytest.approx(avg)
+    assert m["pass@4"] == pytest.approx(any_ok) and m["best@4"] == pytest.approx(best)
+    assert m["maj@4"] == pytest.approx(majority)
+    assert 0 < avg < 1  # the recount is not trivially all-0 or all-1
+    assert len(res.overall.per_seed) == 3 and len(res.scores) == 3
+    lo, hi = res.overall.ci95
+    assert lo < res.overall.accuracy < hi
+    kinds = res.breakdown["kind"]
+    assert set(kinds) == {"even", "odd"} and kinds["even"].n == kinds["odd"].n == 6
+
+
+def test_greedy_with_several_seeds_is_refused(setup):
+    engine, tok, samples = setup
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate(engine, tok, samples, digit_reward, "plain", 8, seeds=2)
+
+
+def _write(tmp_path, name, res):
+    d = tmp_path / name
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "eval.json").write_text(json.dumps(res.to_json()))
+    return d
+
+
+def test_compare_refuses_different_settings_and_problems(setup, tmp_path):
+    greedy, _ = run(setup, tmp_path, "g")
+    sampled, _ = run(setup, tmp_path, "s", k=2, temperature=1.0)
+    a, b = _write(tmp_path, "g", greedy), _write(tmp_path, "s", sampled)
+    with pytest.raises(ValueError, match="settings.k is 1 .* but 2"):
+        compare_runs(a, b)
+    engine, tok, samples = setup
+    fewer = evaluate(engine, tok, samples[:10], digit_reward, "plain", 8)
+    with pytest.raises(ValueError, match="different problems"):
+        compare_runs(a, _write(tmp_path, "f", fewer))
+    same = compare_runs(a, a)
+    assert same.test == "McNemar exact" and same.difference == 0 and same.p_value == 1
+
+
+def test_paired_compare_picks_the_test_and_finds_a_real_gain():
+    rng = np.random.default_rng(0)
+    a = (rng.random((1, 300)) < 0.5).astype(float)
+    b = a.copy()
+    b[0, rng.choice(np.flatnonzero(a[0] == 0), 40, replace=False)] = 1  # 40 problems fixed, none broken
+    greedy = paired_compare(a, b, "A", "B")
+    assert greedy.test == "McNemar exact" and greedy.p_value < 1e-6 and greedy.sentence.startswith("B is better")
+    sampled = paired_compare(np.vstack([a[0] * 0.75, a[0] * 0.5]), np.vstack([b[0] * 0.75, b[0] * 0.5]))
+    assert "permutation" in sampled.test and sampled.p_value < 0.01 and sampled.difference > 0
