@@ -158,7 +158,7 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
             if name in s.meta:
                 groups.setdefault(str(s.meta[name]), []).append(i)
         if groups:
-            breakdown[name] = {value: _score(runs, idx, same) for value, idx in sorted(groups.items())}
+            breakdown[name] = {value: _score(runs, idx, same) for value, idx in groups.items()}  # first-seen order
     if samples_path is not None:
         samples_path.parent.mkdir(parents=True, exist_ok=True)
         with samples_path.open("w", encoding="utf-8") as f:

@@ -378,7 +378,9 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
 
 
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
-    from rlvr.eval.evaluate import evaluate
+    """Held-out accuracy mid-run, measured exactly as `rlvr eval` measures it (the recipe's eval:)."""
+    from rlvr.eval.evaluate import eval_kwargs, evaluate
 
-    return evaluate(engine, tokenizer, heldout, reward, cfg.task.template, cfg.eval.max_new_tokens,
-                    cfg.eval.batch_size).overall.accuracy
+    samples = heldout[: cfg.eval.limit] if cfg.eval.limit else heldout
+    return evaluate(engine, tokenizer, samples, reward, cfg.task.template, cfg.eval.max_new_tokens,
+                    cfg.eval.batch_size, **eval_kwargs(cfg.eval)).overall.accuracy
