@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,11 +92,14 @@ def cmd_train(args) -> dict:
 
     cfg = _load(args.recipe, args.overrides)
     if cfg.sft.before_rl:  # SFT, then RL from its model, with evals and a paired test (as the demo)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError("sft.before_rl=true runs SFT in one process; under torchrun run `rlvr sft` first, "
+                             "then `rlvr train RECIPE sft.before_rl=false model.name_or_path=OUT/model`")
         from rlvr.demo import run_demo
 
         return run_demo(cfg, resume=args.resume)
     result = train_rl(cfg, resume=args.resume)
-    if args.eval:
+    if args.eval and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 evaluates
         eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
     return result
 

@@ -28,8 +28,9 @@ class MetricsLog:
         self._f.close()
 
 
-def progress(total: int, initial: int, desc: str) -> tqdm:
-    """A live bar on a terminal; in a log file (no TTY), a refreshed line every 20 seconds."""
+def progress(total: int, initial: int, desc: str, disable: bool = False) -> tqdm:
+    """A live bar on a terminal; in a log file (no TTY), a refreshed line every 20 seconds.
+    `disable`: no bar at all (every rank but 0 under torchrun)."""
     tty = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=tty, file=sys.stderr,
-                mininterval=0.1 if tty else 20.0, leave=True)
+                mininterval=0.1 if tty else 20.0, leave=True, disable=disable)

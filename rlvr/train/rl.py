@@ -31,29 +31,15 @@ from rlvr.algorithms import kl as kl_fns
 from rlvr.algorithms.logprobs import token_entropy, token_entropy_with_grad, token_logprobs
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
 from rlvr.prompts import prompt_ids
-from rlvr.rewards import Reward, score_completion
+from rlvr.rewards import score_completion
 from rlvr.rewards.length import overlong_penalty
-from rlvr.rollout.hf import HFEngine, SamplingParams
-from rlvr.train import run_dir
-from rlvr.train.critic import ValueModel, critic_values, load_critic, update_critic
+from rlvr.rollout.hf import SamplingParams
+from rlvr.train import distributed as dist_utils
+from rlvr.train import run_dir, state
+from rlvr.train.critic import critic_values, update_critic
 from rlvr.train.distributed import global_sum, sum_gradients
-from rlvr.train.sft import cosine_schedule
+from rlvr.train.state import Trainer
 from rlvr.types import Completion, RolloutBatch, Sample
-
-
-@dataclass
-class Trainer:
-    """What one RL step touches. `ref_model` exists when kl_coef > 0, `critic` when advantage=gae."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    engine: HFEngine
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    reward: Reward
-    ref_model: torch.nn.Module | None = None
-    critic: ValueModel | None = None
-    critic_optimizer: torch.optim.Optimizer | None = None
 
 
 @dataclass
@@ -105,13 +91,14 @@ def has_spread(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
 def sample_groups(tr: Trainer, stream, cfg: Config) -> tuple[Scored, int]:
     """Stages 1-2, and DAPO's dynamic sampling (arXiv 2503.14476 sec. 3.2) when asked: sample
     more prompts until prompts_per_step groups have reward spread, or max_sampling_rounds."""
-    P = cfg.rl.prompts_per_step
-    parts = [rollout_and_score(tr, stream.next(P), cfg)]
+    P, rank, world = cfg.rl.prompts_per_step, dist_utils.rank(), dist_utils.world_size()
+    # every rank draws the same prompts and keeps its own share: groups never straddle ranks
+    parts = [rollout_and_score(tr, stream.next(P)[rank::world], cfg)]
     while cfg.rl.dynamic_sampling and len(parts) < cfg.rl.max_sampling_rounds:
-        informative = sum(int(has_spread(p.rewards, p.group_ids).sum()) for p in parts) // cfg.rl.group_size
-        if informative >= P:
+        local = sum(int(has_spread(p.rewards, p.group_ids).sum()) for p in parts) // cfg.rl.group_size
+        if int(global_sum(torch.tensor(local))) >= P:  # all ranks see the same count: they stop together
             break
-        parts.append(rollout_and_score(tr, stream.next(P), cfg, first_group=len(parts) * P))
+        parts.append(rollout_and_score(tr, stream.next(P)[rank::world], cfg, first_group=len(parts) * P))
     return Scored.concat(parts), len(parts)
 
 
@@ -122,8 +109,8 @@ def rows_to_train(scored: Scored, cfg: Config) -> torch.Tensor:
     keep = torch.ones(len(scored.rewards), dtype=torch.bool)
     if rl.skip_uniform_groups or rl.dynamic_sampling:
         keep &= has_spread(scored.rewards, scored.group_ids)
-    if rl.dynamic_sampling:  # a full batch is exactly prompts_per_step groups
-        kept_groups = scored.group_ids[keep].unique()[: rl.prompts_per_step]
+    if rl.dynamic_sampling:  # a full batch is exactly prompts_per_step groups (this rank's share of them)
+        kept_groups = scored.group_ids[keep].unique()[: rl.prompts_per_step // dist_utils.world_size()]
         keep &= torch.isin(scored.group_ids, kept_groups)
     if rl.mask_truncated:  # DAPO's overlong filtering: the group still sets the baseline
         keep &= torch.tensor([c.finish_reason != "length" for c in scored.completions])
@@ -278,103 +265,67 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
     return metrics, scored
 
 
-def make_optimizer(model, cfg: Config):
-    rl = cfg.rl
-    opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
-    total = rl.steps * rl.inner_epochs
-    return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
-
-
-def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
-    """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
-    from rlvr.models import eos_token_ids, load_policy
-    from rlvr.rewards import resolve
-
-    reward = resolve(cfg.task.reward)
-    model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
-                                   dtype=cfg.model.dtype)
-    tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
-                 *make_optimizer(model, cfg), reward)
-    if cfg.rl.kl_coef > 0:
-        tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
-        tr.ref_model.eval().requires_grad_(False)
-    if cfg.rl.advantage == "gae":
-        source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
-        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype)
-        tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
-                                                weight_decay=cfg.critic.weight_decay)
-    return tr
-
-
 def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
-    """Run RL as the recipe says; returns the final metrics row. Writes under cfg.output_dir."""
+    """Run RL as the recipe says; returns the final metrics row. Writes under cfg.output_dir.
+    Under torchrun every rank samples its share of the prompts; rank 0 writes everything."""
     from rlvr.logging import MetricsLog, progress
     from rlvr.tasks import PromptStream, load_task
     from rlvr.train import checkpoint
 
+    owns_group = dist_utils.init_from_env()
+    main = dist_utils.rank() == 0
+    log_fn = log_fn if main else (lambda *a, **k: None)
     root = Path(cfg.output_dir)
-    start_from = run_dir.prepare_output(root, resume)
+    state.check_world(cfg)
+    start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
     data = load_task(cfg.task, need=("rl", "heldout"))
-    torch.manual_seed(cfg.seed)
-    tr = build_trainer(cfg, start_from)
-    stream = PromptStream(data.rl_train, cfg.seed)
-    step, elapsed = 0, 0.0
-    if start_from is not None:
-        state = checkpoint.load_state(start_from)
-        tr.optimizer.load_state_dict(state["optimizer"])
-        tr.scheduler.load_state_dict(state["scheduler"])
-        if tr.critic_optimizer is not None:
-            tr.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        stream.load(state["stream"])
-        checkpoint.set_rng_state(state["rng"])
-        step, elapsed = state["step"], state["elapsed"]
-        log_fn(f"resumed from {start_from} (step {step})")
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
-            run_dir.drop_rows_after(root / name, step)
-    if start_from is None:  # every input has been checked: only now create the run folder
+    torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
+    tr = state.build_trainer(cfg, start_from)
+    stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
+    step, elapsed = state.restore(tr, stream, start_from, root, log_fn) if start_from is not None else (0, 0.0)
+    if start_from is None and main:  # every input has been checked: only now create the run folder
         from rlvr.config import save_config
 
         root.mkdir(parents=True, exist_ok=True)
         save_config(cfg, root / "config.yaml")
-    log = MetricsLog(root / "metrics.jsonl")
-
-    def save() -> Path:
-        state = {"optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
-                 "stream": stream.state(), "elapsed": elapsed}
-        extras = {}
-        if tr.critic is not None:
-            state["critic_optimizer"] = tr.critic_optimizer.state_dict()
-            extras["critic"] = tr.critic.save
-        return checkpoint.save(root, step, tr.model, tr.tokenizer, state, keep=cfg.rl.keep_checkpoints, extras=extras)
-
-    bar = progress(cfg.rl.steps, step, "rl")
+    log = MetricsLog(root / "metrics.jsonl") if main else None
+    bar = progress(cfg.rl.steps, step, "rl", disable=not main)
     row: dict = {}
     try:
         while step < cfg.rl.steps and not (cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s):
             t0 = time.perf_counter()
             row, scored = rl_step(tr, stream, cfg, step)
+            row = dist_utils.reduce_metrics(row)
+            row["tokens_per_s"] = row["generated_tokens"] / max(row["time_rollout"], 1e-9)
             step += 1
-            elapsed += time.perf_counter() - t0
+            elapsed += dist_utils.global_max(time.perf_counter() - t0)
             row = {"phase": "rl", "step": step, "elapsed_s": elapsed, **row}
-            if cfg.rl.eval_every and step % cfg.rl.eval_every == 0 and data.heldout:
+            if main and cfg.rl.eval_every and step % cfg.rl.eval_every == 0 and data.heldout:
                 row["heldout_accuracy"] = periodic_eval(tr.engine, tr.tokenizer, data.heldout, tr.reward, cfg)
-            log.log(row)
-            bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}", len=f"{row['length_mean']:.0f}",
-                            refresh=False)
-            bar.update(1)
-            if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
-                run_dir.log_rollouts(root / "rollouts.jsonl", step, scored, cfg.rl.group_size)
+            if main:
+                log.log(row)
+                bar.set_postfix(reward=f"{row['reward']:.2f}", acc=f"{row['accuracy']:.2f}",
+                                len=f"{row['length_mean']:.0f}", refresh=False)
+                bar.update(1)
+                if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
+                    run_dir.log_rollouts(root / "rollouts.jsonl", step, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:
-                save()
+                state.save(tr, stream, cfg, root, step, elapsed)
     except KeyboardInterrupt:  # a half-done step is not saved: resume from the last whole checkpoint
         bar.close()
         log_fn(f"\nstopped during step {step + 1}; last checkpoint: {checkpoint.latest(root)}; continue with --resume")
         raise
     bar.close()
-    log.close()
-    final = save()
+    if log:
+        log.close()
+    final = state.save(tr, stream, cfg, root, step, elapsed)
+    dist_utils.check_replicas_equal(tr.model)
+    if owns_group:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     log_fn(f"saved {final}")
-    return {"checkpoint": str(final), "steps": step, "rl_seconds": elapsed, **row}
+    return {"checkpoint": str(final or checkpoint.latest(root)), "steps": step, "rl_seconds": elapsed, **row}
 
 
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:

@@ -1,0 +1,108 @@
+"""What a run is made of and how it is kept: the Trainer (policy, reference, critic, engine,
+optimizers), built from a recipe, saved into a checkpoint and restored from one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlvr.config import Config
+from rlvr.rewards import Reward
+from rlvr.rollout.hf import HFEngine
+from rlvr.train import distributed as dist_utils
+from rlvr.train import run_dir
+from rlvr.train.critic import ValueModel, load_critic
+from rlvr.train.sft import cosine_schedule
+
+
+@dataclass
+class Trainer:
+    """What one RL step touches. `ref_model` exists when kl_coef > 0, `critic` when advantage=gae."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    engine: HFEngine
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    reward: Reward
+    ref_model: torch.nn.Module | None = None
+    critic: ValueModel | None = None
+    critic_optimizer: torch.optim.Optimizer | None = None
+
+
+def make_optimizer(model, cfg: Config):
+    rl = cfg.rl
+    opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
+    total = rl.steps * rl.inner_epochs
+    return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
+
+
+def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
+    """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
+    from rlvr.models import eos_token_ids, load_policy
+    from rlvr.rewards import resolve
+
+    reward = resolve(cfg.task.reward)
+    model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
+                                   dtype=cfg.model.dtype)
+    tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
+                 *make_optimizer(model, cfg), reward)
+    if cfg.rl.kl_coef > 0:
+        tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.ref_model.eval().requires_grad_(False)
+    if cfg.rl.advantage == "gae":
+        source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
+        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
+                                                weight_decay=cfg.critic.weight_decay)
+    return tr
+
+
+def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[int, float]:
+    """Optimizer, scheduler, critic optimizer, data cursor and RNG from a checkpoint."""
+    from rlvr.train import checkpoint
+
+    state = checkpoint.load_state(start_from)
+    tr.optimizer.load_state_dict(state["optimizer"])
+    tr.scheduler.load_state_dict(state["scheduler"])
+    if tr.critic_optimizer is not None:
+        tr.critic_optimizer.load_state_dict(state["critic_optimizer"])
+    stream.load(state["stream"])
+    rngs = state.get("rng_by_rank") or [state["rng"]]
+    checkpoint.set_rng_state(rngs[dist_utils.rank()] if dist_utils.rank() < len(rngs) else state["rng"])
+    log_fn(f"resumed from {start_from} (step {state['step']})")
+    if dist_utils.rank() == 0:
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            run_dir.drop_rows_after(root / name, state["step"])
+    return state["step"], state["elapsed"]
+
+
+def save(tr: Trainer, stream, cfg: Config, root: Path, step: int, elapsed: float) -> Path | None:
+    """A checkpoint, written by rank 0; every rank's RNG goes into it (collective)."""
+    from rlvr.train import checkpoint
+
+    rngs = dist_utils.gather_objects(checkpoint.rng_state())
+    if dist_utils.rank() != 0:
+        return None
+    state = {"optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+             "stream": stream.state(), "elapsed": elapsed, "rng_by_rank": rngs}
+    extras = {}
+    if tr.critic is not None:
+        state["critic_optimizer"] = tr.critic_optimizer.state_dict()
+        extras["critic"] = tr.critic.save
+    return checkpoint.save(root, step, tr.model, tr.tokenizer, state, keep=cfg.rl.keep_checkpoints, extras=extras)
+
+
+def check_world(cfg: Config) -> None:
+    """What a multi-process run cannot do yet, said before anything is built."""
+    world = dist_utils.world_size()
+    if world == 1:
+        return
+    if cfg.rl.prompts_per_step % world:
+        raise ValueError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} must be a multiple of the number of "
+                         f"processes ({world}): each rank samples whole groups")
+    if cfg.rl.advantage in ("reinforce_pp", "reinforce_pp_baseline") or cfg.rl.whiten_advantages:
+        raise ValueError(f"rl.advantage={cfg.rl.advantage} / rl.whiten_advantages whiten over the whole batch, "
+                         "which is not yet reduced across processes; run it in one process")
