@@ -24,7 +24,8 @@ RECIPES = ["grpo", "dr-grpo", "dapo", "ppo", "rloo", "reinforce-pp"]
 def main() -> None:
     from rlvr.cli import eval_model, recipe_path, run_sft
     from rlvr.config import load_config
-    from rlvr.eval.stats import format_p, mcnemar_exact
+    from rlvr.eval.compare import paired_compare
+    from rlvr.eval.stats import format_p
     from rlvr.train.rl import train_rl
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,10 +55,14 @@ def main() -> None:
         t0 = time.perf_counter()
         rl = train_rl(cfg)
         after = eval_model(rl["checkpoint"], cfg, out / name / "eval")
-        test = mcnemar_exact(before.correct, after.correct)
+        if after.ids != before.ids or after.settings != before.settings:
+            raise SystemExit(f"{name}: its evaluation used other problems or settings than the start's; "
+                             "run every recipe with the same eval: section")
+        test = paired_compare(before.scores, after.scores, "start", name)  # McNemar (greedy) or paired bootstrap
         rows.append({"recipe": name, "steps": rl["steps"], "rl_seconds": rl["rl_seconds"],
                      "accuracy": after.overall.accuracy, "ci95": after.overall.ci95, "n": after.overall.n,
                      "difference": test.difference, "difference_ci95": test.ci95, "p_value": test.p_value,
+                     "test": test.test,
                      "mean_length": after.overall.mean_length, "minutes": (time.perf_counter() - t0) / 60,
                      "by_bucket": {k: v.accuracy for k, v in after.by_bucket.items()}})
 

@@ -48,6 +48,7 @@ def cmd_sft(args) -> None:
 
 def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
+    from rlvr.eval.evaluate import eval_problems
     from rlvr.logging import MetricsLog
     from rlvr.models import count_parameters, eos_token_ids, load_policy
     from rlvr.rewards import resolve
@@ -80,7 +81,8 @@ def run_sft(cfg):
     summary = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
     heldout = None
     if data.heldout:
-        heldout = held_out_eval(engine, tok, data.heldout, reward, cfg, out / "eval", "after SFT", str(out / "model"))
+        heldout = held_out_eval(engine, tok, eval_problems(data.heldout, cfg.eval), reward, cfg, out / "eval",
+                                "after SFT", str(out / "model"))
         summary["heldout"] = {k: v for k, v in heldout.to_json().items() if k not in ("ids", "scores")}
     (out / "sft.json").write_text(json.dumps(summary, indent=2))
     print(f"saved {out / 'model'}")
@@ -120,13 +122,14 @@ def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: st
 
 
 def eval_model(model_path: str, cfg, out: Path | None):
+    from rlvr.eval.evaluate import eval_problems
     from rlvr.models import eos_token_ids, load_policy
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
 
     data = load_task(cfg.task, need=("heldout",))
-    samples = data.heldout[: cfg.eval.limit] if cfg.eval.limit else data.heldout
+    samples = eval_problems(data.heldout, cfg.eval)
     model, tok = load_policy(model_path, dtype=cfg.model.dtype)
     engine = HFEngine(model, tok, eos_token_ids(tok, model))
     return held_out_eval(engine, tok, samples, resolve(cfg.task.reward), cfg, out, Path(model_path).name or model_path,

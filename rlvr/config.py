@@ -267,6 +267,23 @@ def _check(cfg: Config, source: str) -> None:
          "does not work: GSPO weighs whole sequences, so it needs one advantage per rollout (grpo, dr_grpo, rloo)")
     need(not rl.kl_in_reward or rl.kl_coef > 0, "rl.kl_in_reward", "needs rl.kl_coef > 0 (the weight of the KL reward)")
     need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
+    need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
+    need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
+         "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
+    need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
+    need(rl.clip_high > 0, "rl.clip_high", "must be > 0: the ratio is kept below 1 + clip_high")
+    need(rl.entropy_coef >= 0, "rl.entropy_coef", "must be >= 0 (a bonus for entropy; 0 turns it off)")
+    need(cfg.critic.value_clip >= 0, "critic.value_clip", "must be >= 0 (0 turns value clipping off)")
+    need(rl.overlong_penalty >= 0, "rl.overlong_penalty", "must be >= 0: it is the size of the penalty, subtracted")
+    need(rl.warmup_steps >= 0 and sft.warmup_steps >= 0, "rl.warmup_steps / sft.warmup_steps", "must be >= 0")
+    need(rl.loss != "gspo" or max(rl.clip_low, rl.clip_high) <= 0.01, f"rl.loss=gspo with clip range "
+         f"{rl.clip_low}/{rl.clip_high}", "is far too wide: a sequence-level ratio needs a range of about 3e-4/4e-4 "
+         "(arXiv 2507.18071); set rl.clip_low and rl.clip_high")
+    need(rl.loss != "gspo" or rl.aggregation == "seq_mean_token_mean", f"rl.loss=gspo with rl.aggregation={rl.aggregation}",
+         "does not work: GSPO's objective is a mean over sequences; set rl.aggregation=seq_mean_token_mean")
+    need(not (rl.dynamic_sampling and rl.advantage in ("gae", "reinforce_pp")), "rl.dynamic_sampling",
+         f"must be false with rl.advantage={rl.advantage}: dropping groups whose rewards are all equal is only "
+         "free of bias with a per-group baseline (grpo, dr_grpo, rloo)")
     need(not (rl.skip_uniform_groups and rl.advantage in ("gae", "reinforce_pp")), "rl.skip_uniform_groups",
          f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
          "all equal still has non-zero advantages")

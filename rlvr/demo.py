@@ -51,6 +51,9 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     after = eval_model(rl["checkpoint"], rl_cfg, out / "rl" / "eval")
     print("== 4/4 before / after")
     print(format_table({"after SFT (before RL)": before, "after RL": after}))
+    if before.ids != after.ids:
+        raise ValueError("the evaluations before and after RL used different problems (eval.limit or the task "
+                         "changed between the phases); run both with the same settings")
     test = paired_compare(before.scores, after.scores, "before RL", "after RL")
     minutes = (time.perf_counter() - t0) / 60
     print(test.sentence)

@@ -26,6 +26,15 @@ def test_defaults_and_overrides(tmp_path):
         ("rl.lr.x=1", "rl.lr must be float, got {'x': 1}"),
         ("rl.learning_rate=1", "did you mean rl.lr"),
         ("rl.num_generations=4", "did you mean rl.group_size"),
+        ("rl.save_every=0", "rl.save_every must be >= 1"),
+        ("rl.grad_clip=0", "rl.grad_clip / critic.grad_clip must be > 0"),
+        ("rl.clip_low=1.5", "rl.clip_low must be in (0, 1)"),
+        ("rl.clip_high=-0.1", "rl.clip_high must be > 0"),
+        ("rl.entropy_coef=-0.01", "rl.entropy_coef must be >= 0"),
+        ("critic.value_clip=-1", "critic.value_clip must be >= 0"),
+        ("rl.overlong_penalty=-1", "rl.overlong_penalty must be >= 0"),
+        ("rl.warmup_steps=-2", "rl.warmup_steps / sft.warmup_steps must be >= 0"),
+        ("rl.loss=gspo", "set rl.clip_low and rl.clip_high"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(override, message):
@@ -38,3 +47,11 @@ def test_error_names_the_file(tmp_path):
     recipe.write_text("rl:\n  temprature: 0.5\n")
     with pytest.raises(ConfigError, match="bad.yaml: unknown field rl.temprature; did you mean rl.temperature"):
         load_config(recipe)
+
+
+def test_checks_that_combine_fields():
+    with pytest.raises(ConfigError, match="set rl.aggregation=seq_mean_token_mean"):
+        load_config(None, ["rl.loss=gspo", "rl.aggregation=token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
+    load_config(None, ["rl.loss=gspo", "rl.aggregation=seq_mean_token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
+    with pytest.raises(ConfigError, match="rl.dynamic_sampling must be false with rl.advantage=reinforce_pp"):
+        load_config(None, ["rl.advantage=reinforce_pp", "rl.skip_uniform_groups=false", "rl.dynamic_sampling=true"])

@@ -45,6 +45,9 @@ class Comparison:
 def paired_compare(scores_a, scores_b, name_a: str = "A", name_b: str = "B") -> Comparison:
     """Compare per-problem scores [seeds][problems] (lists or arrays) of the same problems."""
     a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare: {name_a} has scores for {a.shape[0]} seed(s) x {a.shape[-1]} problems, "
+                         f"{name_b} for {b.shape[0]} x {b.shape[-1]}; a paired test needs the same problems and seeds")
     binary = a.shape[0] == 1 and np.isin(a, (0.0, 1.0)).all() and np.isin(b, (0.0, 1.0)).all()
     if binary:
         m = mcnemar_exact(a[0] == 1, b[0] == 1)
@@ -59,6 +62,12 @@ def check_comparable(a: dict, b: dict, path_a: Path, path_b: Path) -> None:
         if va != vb:
             raise ValueError(f"cannot compare: settings.{key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
                              f"evaluate both with the same eval.{'samples' if key == 'k' else key}")
+    # the same task: the same held-out set (problem ids can coincide across tasks) and reward
+    for key in ("name", "eval_path", "seed", "reward", "rl_max_digits"):
+        va, vb = a.get("task", {}).get(key), b.get("task", {}).get(key)
+        if va != vb:
+            raise ValueError(f"cannot compare: task.{key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
+                             "a paired test needs the same problems scored the same way")
     ids_a, ids_b = a.get("ids"), b.get("ids")
     if not ids_a or not ids_b or a.get("scores") is None:
         raise ValueError(f"{path_a if not ids_a else path_b}: no per-problem results (ids, scores); "

@@ -170,6 +170,13 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
                       [s.id for s in samples], scores, breakdown, settings)
 
 
+def eval_problems(heldout: list, eval_cfg) -> list:
+    """The held-out problems a recipe's evaluations use: the first eval.limit of them (0: all).
+    Every evaluation of a run (after SFT, periodic, after RL) takes the same ones, so any two can
+    be compared problem by problem."""
+    return heldout[: eval_cfg.limit] if eval_cfg.limit else heldout
+
+
 def eval_kwargs(eval_cfg) -> dict:
     """evaluate()'s sampling keywords from a recipe's `eval:` section."""
     return {"k": eval_cfg.samples, "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p,

@@ -60,6 +60,11 @@ def global_max(value: float) -> float:
     return float(t)
 
 
+def global_min(value: float) -> float:
+    """The smallest of one float per rank."""
+    return -global_max(-value)
+
+
 def init_from_env() -> bool:
     """Join the process group torchrun describes (WORLD_SIZE > 1): gloo on CPU, NCCL on GPUs.
     Returns True when this call created the group (the caller then destroys it at the end)."""
@@ -101,8 +106,11 @@ def gather_objects(obj) -> list:
 
 
 # how each per-step metric combines across ranks; anything else is averaged (equal shards)
-_SUMMED = ("generated_tokens", "kept_rollouts", "reward_errors", "loss", "value_loss")
+_SUMMED = ("generated_tokens", "kept_rollouts", "reward_errors", "loss", "value_loss", "value_clip_frac",
+           # per-token means, each rank's share already divided by the global token count
+           "clip_frac", "entropy", "kl", "approx_kl", "logprob_mismatch", "ratio_mean")
 _MAXED = ("length_max", "ratio_max", "time_rollout", "time_update")
+_SAME = ("reward_std", "grad_norm", "critic_grad_norm", "lr")  # computed from global sums: rank 0's
 _MINNED = ("ratio_min",)
 
 
@@ -116,6 +124,8 @@ def reduce_metrics(row: dict) -> dict:
         values = [r.get(key) for r in rows if isinstance(r.get(key), (int, float))]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or len(values) != len(rows):
             out[key] = value
+        elif key in _SAME:
+            out[key] = value if rank() == 0 else values[0]
         elif key in _SUMMED:
             out[key] = sum(values)
         elif key in _MAXED:

@@ -20,6 +20,7 @@ With inner_epochs=1 the "old" logprobs are the current ones detached, saving a f
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class Scored:
     completions: list[Completion]  # [B] flattened, a prompt's group in consecutive rows
     prompts: list[list[int]]  # [B] prompt token ids per row
     rewards: torch.Tensor  # [B] what the policy is trained on (task reward + shaping)
+    task_rewards: torch.Tensor  # [B] the task reward alone (which groups are informative)
     correct: torch.Tensor  # [B] bool, the task reward alone says correct (>= 1)
     group_ids: torch.Tensor  # [B]
     reward_errors: int
@@ -55,7 +57,8 @@ class Scored:
     @staticmethod
     def concat(parts: list["Scored"]) -> "Scored":
         return Scored(sum((p.completions for p in parts), []), sum((p.prompts for p in parts), []),
-                      torch.cat([p.rewards for p in parts]), torch.cat([p.correct for p in parts]),
+                      torch.cat([p.rewards for p in parts]), torch.cat([p.task_rewards for p in parts]),
+                      torch.cat([p.correct for p in parts]),
                       torch.cat([p.group_ids for p in parts]), sum(p.reward_errors for p in parts),
                       sum((p.samples for p in parts), []))
 
@@ -65,7 +68,7 @@ def rollout_and_score(tr: Trainer, samples: list[Sample], cfg: Config, first_gro
     rl = cfg.rl
     ids = [prompt_ids(s.prompt, cfg.task.template, tr.tokenizer) for s in samples]
     groups = tr.engine.generate(ids, rl.group_size, SamplingParams(rl.max_new_tokens, rl.temperature, rl.top_p))
-    completions, prompts, rewards, correct, group_ids, errors = [], [], [], [], [], 0
+    completions, prompts, rewards, task_rewards, correct, group_ids, errors = [], [], [], [], [], [], 0
     for g, (sample, group) in enumerate(zip(samples, groups)):
         for c in group:
             r, ok = score_completion(tr.reward, c, sample, rl.reward_truncated)
@@ -73,15 +76,18 @@ def rollout_and_score(tr: Trainer, samples: list[Sample], cfg: Config, first_gro
             completions.append(c)
             prompts.append(ids[g])
             rewards.append(shaped)
+            task_rewards.append(r)
             correct.append(r >= 1)
             group_ids.append(first_group + g)
             errors += not ok
-    return Scored(completions, prompts, torch.tensor(rewards), torch.tensor(correct), torch.tensor(group_ids), errors,
-                  list(samples))
+    return Scored(completions, prompts, torch.tensor(rewards), torch.tensor(task_rewards, dtype=torch.float),
+                  torch.tensor(correct), torch.tensor(group_ids), errors, list(samples))
 
 
 def has_spread(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """[B] bool: the row's group has rewards that are not all equal (a non-zero GRPO signal)."""
+    """[B] bool: the row's group has rewards that are not all equal (a non-zero GRPO signal).
+    Called on the task reward, not the shaped one: DAPO's filter (arXiv 2503.14476 eq. 11) keeps
+    groups whose accuracy is strictly between 0 and 1; a length penalty alone is no signal."""
     n = int(group_ids.max()) + 1
     hi = torch.full((n,), -float("inf")).scatter_reduce(0, group_ids, rewards, "amax")
     lo = torch.full((n,), float("inf")).scatter_reduce(0, group_ids, rewards, "amin")
@@ -90,13 +96,15 @@ def has_spread(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
 
 def sample_groups(tr: Trainer, stream, cfg: Config) -> tuple[Scored, int]:
     """Stages 1-2, and DAPO's dynamic sampling (arXiv 2503.14476 sec. 3.2) when asked: sample
-    more prompts until prompts_per_step groups have reward spread, or max_sampling_rounds."""
+    more prompts until prompts_per_step groups have reward spread, or max_sampling_rounds.
+    Under torchrun each rank needs its own share (P / world) of them, so sampling goes on until
+    the rank with the fewest has enough; every rank sees the same minimum and they stop together."""
     P, rank, world = cfg.rl.prompts_per_step, dist_utils.rank(), dist_utils.world_size()
     # every rank draws the same prompts and keeps its own share: groups never straddle ranks
     parts = [rollout_and_score(tr, stream.next(P)[rank::world], cfg)]
     while cfg.rl.dynamic_sampling and len(parts) < cfg.rl.max_sampling_rounds:
-        local = sum(int(has_spread(p.rewards, p.group_ids).sum()) for p in parts) // cfg.rl.group_size
-        if int(global_sum(torch.tensor(local))) >= P:  # all ranks see the same count: they stop together
+        local = sum(int(has_spread(p.task_rewards, p.group_ids).sum()) for p in parts) // cfg.rl.group_size
+        if dist_utils.global_min(float(local)) >= P // world:
             break
         parts.append(rollout_and_score(tr, stream.next(P)[rank::world], cfg, first_group=len(parts) * P))
     return Scored.concat(parts), len(parts)
@@ -108,7 +116,7 @@ def rows_to_train(scored: Scored, cfg: Config) -> torch.Tensor:
     rl = cfg.rl
     keep = torch.ones(len(scored.rewards), dtype=torch.bool)
     if rl.skip_uniform_groups or rl.dynamic_sampling:
-        keep &= has_spread(scored.rewards, scored.group_ids)
+        keep &= has_spread(scored.task_rewards, scored.group_ids)
     if rl.dynamic_sampling:  # a full batch is exactly prompts_per_step groups (this rank's share of them)
         kept_groups = scored.group_ids[keep].unique()[: rl.prompts_per_step // dist_utils.world_size()]
         keep &= torch.isin(scored.group_ids, kept_groups)
@@ -160,8 +168,11 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
     if tr.ref_model is not None:
         batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg)
     token_rewards = None
-    if rl.kl_in_reward:  # -beta * k1 at each sampled token; the engine's logprobs stand for the policy's
-        token_rewards = torch.where(mask, -rl.kl_coef * (batch.old_logprobs - batch.ref_logprobs), 0.0)
+    if rl.kl_in_reward:  # -beta * k1 at each sampled token, with the policy's own logprobs: the
+        # engine's are those of the nucleus-truncated distribution when top_p < 1 (and may come
+        # from another numeric path, e.g. vLLM), which would bias the penalty
+        policy_lp = frozen_logprobs(tr.model, batch, cfg)
+        token_rewards = torch.where(mask, -rl.kl_coef * (policy_lp - batch.ref_logprobs), 0.0)
     if tr.critic is not None:
         batch.old_values = critic_values(tr.critic, batch, rl.micro_batch_size)
     rewards = batch.rewards
@@ -216,7 +227,8 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
             ratio_max = max(ratio_max, float(out.ratio[mask].max()))
             ratio_min = min(ratio_min, float(out.ratio[mask].min()))
     sum_gradients(model.parameters())
-    n_tokens = float(batch.response_mask.sum().clamp(min=1))
+    # per-token metrics are this rank's share of the global token mean: reduce_metrics sums them
+    n_tokens = float(global_sum(batch.response_mask.sum()).clamp(min=1))
     return {"loss": sums.pop("loss"), **{k: v / n_tokens for k, v in sums.items()},
             "ratio_max": ratio_max, "ratio_min": ratio_min}
 
@@ -227,8 +239,7 @@ def update(tr: Trainer, batch: RolloutBatch, cfg: Config, on_policy: bool) -> di
     metrics = policy_gradients(tr.model, batch, cfg, on_policy)
     grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.rl.grad_clip)
     tr.optimizer.step()
-    tr.scheduler.step()
-    return {**metrics, "grad_norm": float(grad_norm), "lr": tr.scheduler.get_last_lr()[0]}
+    return {**metrics, "grad_norm": float(grad_norm)}
 
 
 def rl_step(tr: Trainer, stream, cfg: Config, step: int):
@@ -240,15 +251,18 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
     lengths = torch.tensor([len(c.token_ids) for c in scored.completions], dtype=torch.float)  # [B]
     keep = rows_to_train(scored, cfg)
     keep = keep[torch.argsort(lengths[keep], stable=True)]  # micro-batches of similar length pad less
+    n = global_sum(torch.tensor([len(scored.rewards), scored.rewards.sum(), scored.rewards.square().sum()],
+                                dtype=torch.float64))
     metrics = {
-        "reward": scored.rewards.mean().item(), "reward_std": scored.rewards.std().item(),
+        "reward": scored.rewards.mean().item(), "reward_std": _std(*n.tolist()),
         "accuracy": scored.correct.float().mean().item(),
         "length_mean": lengths.mean().item(), "length_max": lengths.max().item(),
         "truncated": sum(c.finish_reason == "length" for c in scored.completions) / len(scored.completions),
         "kept_rollouts": len(keep), "sampling_rounds": rounds, "reward_errors": scored.reward_errors,
         "generated_tokens": int(lengths.sum()),
     }
-    if len(keep):
+    # decided on the global count: a rank whose own share is empty still joins every collective
+    if int(global_sum(torch.tensor(len(keep)))) > 0:
         batch = build_batch(scored, tr.tokenizer.pad_token_id)
         add_advantages(tr, batch, cfg)
         batch = batch.select(keep)
@@ -260,9 +274,23 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
                     batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg)
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
+    # the schedule follows RL steps, updated or not (skipped batch, critic warm-up): it always
+    # reaches its floor at rl.steps
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" in a skipped first step
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(cfg.rl.inner_epochs):
+            tr.scheduler.step()
+    metrics["lr"] = tr.scheduler.get_last_lr()[0]
     t2 = time.perf_counter()
     metrics.update({"time_rollout": t1 - t0, "time_update": t2 - t1, "tokens_per_s": metrics["generated_tokens"] / (t1 - t0)})
     return metrics, scored
+
+
+def _std(n: float, total: float, squares: float) -> float:
+    """Sample standard deviation from a count, sum and sum of squares (numbers summed over ranks)."""
+    if n < 2:
+        return 0.0
+    return max(squares - total * total / n, 0.0) ** 0.5 / (n - 1) ** 0.5
 
 
 def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
@@ -330,8 +358,7 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
 
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
     """Held-out accuracy mid-run, measured exactly as `rlvr eval` measures it (the recipe's eval:)."""
-    from rlvr.eval.evaluate import eval_kwargs, evaluate
+    from rlvr.eval.evaluate import eval_kwargs, eval_problems, evaluate
 
-    samples = heldout[: cfg.eval.limit] if cfg.eval.limit else heldout
-    return evaluate(engine, tokenizer, samples, reward, cfg.task.template, cfg.eval.max_new_tokens,
+    return evaluate(engine, tokenizer, eval_problems(heldout, cfg.eval), reward, cfg.task.template, cfg.eval.max_new_tokens,
                     cfg.eval.batch_size, **eval_kwargs(cfg.eval)).overall.accuracy

@@ -12,9 +12,14 @@ def prepare_output(root: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from, or None. Refuses to write over an earlier run."""
     last = checkpoint.latest(root)
     if resume:
-        if last is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {root}/checkpoints; start without --resume")
-        return last
+        if last is not None:
+            return last
+        if (root / "config.yaml").exists():  # stopped before its first checkpoint: start it again, same folder
+            for name in ("metrics.jsonl", "rollouts.jsonl"):
+                drop_rows_after(root / name, 0)
+            print(f"--resume: {root} has no checkpoint yet; starting its RL from step 0")
+            return None
+        raise FileNotFoundError(f"--resume: no run under {root} (no checkpoints, no config.yaml); start without --resume")
     if last is not None or (root / "metrics.jsonl").exists():
         raise FileExistsError(
             f"{root} already holds a run; pass --resume to continue it, or set output_dir=... to a new folder"

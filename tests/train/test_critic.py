@@ -46,7 +46,8 @@ def _trainer(model_dir, cfg, critic=False):
 
 def test_kl_in_the_reward_for_a_sequence_level_estimator(tiny_llama_dir):
     """rloo with kl_in_reward: each rollout's reward becomes r - beta * sum_t (logp_t - ref_t),
-    with the engine's (rollout-time) logprobs for logp, then leave-one-out."""
+    with logp the policy's own logprobs (one full forward here, not the micro-batched one), then
+    leave-one-out. The batch's engine logprobs are made up, so using them would fail this."""
     cfg = load_config(None, ["rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true",
                              "rl.skip_uniform_groups=false", "rl.micro_batch_size=4"])
     tr = _trainer(tiny_llama_dir, cfg)
@@ -54,7 +55,11 @@ def test_kl_in_the_reward_for_a_sequence_level_estimator(tiny_llama_dir):
     batch.rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
     add_advantages(tr, batch, cfg)
     assert batch.ref_logprobs.abs().sum() > 0
-    kl = torch.where(batch.response_mask, batch.old_logprobs - batch.ref_logprobs, 0.0).sum(-1)  # [B]
+    with torch.no_grad():
+        logits = tr.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [B, T, V]
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    logp = torch.cat([torch.zeros(len(batch), 1), logp], 1)  # logp[:, t] scores token t
+    kl = torch.where(batch.response_mask, logp - batch.ref_logprobs, 0.0).sum(-1)  # [B]
     expected = compute("rloo", AdvantageInputs(batch.rewards - 0.1 * kl, batch.group_ids))
     torch.testing.assert_close(batch.advantages, expected)
 

@@ -77,3 +77,24 @@ def test_resume_equals_uninterrupted_run(tiny_llama_dir, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
     strip = lambda r: {k: v for k, v in json.loads(r).items() if not k.startswith(("time_", "tokens_per_s", "elapsed"))}  # noqa: E731
     assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+
+
+def test_resume_before_the_first_checkpoint_starts_over_in_place(tiny_llama_dir, tmp_path):
+    """Stopped in step 2 with save_every=2: no checkpoint yet. --resume starts RL again from step 0
+    in the same folder (no stale metrics rows), and ends where an uninterrupted run ends."""
+    CALLS.update(n=0, stop_after=None)
+    straight = train_rl(config(tiny_llama_dir, tmp_path / "a", rl__steps=2), log_fn=lambda *_: None)
+    CALLS.update(n=0, stop_after=8 + 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(config(tiny_llama_dir, tmp_path / "b", rl__steps=2), log_fn=lambda *_: None)
+    assert checkpoint.latest(tmp_path / "b") is None
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1  # step 1 was logged
+    CALLS.update(stop_after=None)
+    resumed = train_rl(config(tiny_llama_dir, tmp_path / "b", rl__steps=2), resume=True, log_fn=lambda *_: None)
+    assert resumed["steps"] == straight["steps"] == 2
+    assert [json.loads(r)["step"] for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    wa, wb = weights(checkpoint.latest(tmp_path / "a")), weights(checkpoint.latest(tmp_path / "b"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="no run under"):
+        train_rl(config(tiny_llama_dir, tmp_path / "never"), resume=True, log_fn=lambda *_: None)

@@ -15,7 +15,12 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def torchrun(out, model_dir, *extra):
+def parity_on_rank0(completion, sample):
+    """Length parity on rank 0; a flat 0 on rank 1, whose groups then have no spread at all."""
+    return float(len(completion) % 2) if os.environ.get("RANK", "0") == "0" else 0.0
+
+
+def torchrun(out, model_dir, *extra, timeout=300):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "rlvr",
            "train", "grpo", f"model.name_or_path={model_dir}", f"output_dir={out}", "sft.before_rl=false",
            "task.template=auto", "task.reward=tests.train.test_recipes:parity_reward", "task.rl_problems=200",
@@ -23,7 +28,7 @@ def torchrun(out, model_dir, *extra):
            "rl.reward_truncated=true", "rl.micro_batch_size=3", "rl.save_every=1", "rl.time_budget_s=0",
            "eval.max_new_tokens=12", *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_two_processes_train_and_resume(tiny_llama_dir, tmp_path):
@@ -43,3 +48,17 @@ def test_two_processes_train_and_resume(tiny_llama_dir, tmp_path):
     assert json.loads((out / "eval" / "eval.json").read_text())["n"] == 8
     state = torch.load(out / "checkpoints" / "step-000003" / "trainer_state.pt", weights_only=False)
     assert len(state["rng_by_rank"]) == 2
+
+
+def test_a_rank_with_nothing_to_train_on_still_joins_the_update(tiny_llama_dir, tmp_path):
+    """Rank 1's groups are all uniform and skipped; rank 0's are not. Rank 1 must still take part
+    in every all-reduce of the update (with an empty share), or both ranks would hang."""
+    out = tmp_path / "run"
+    done = torchrun(out, tiny_llama_dir, "rl.steps=2", "rl.skip_uniform_groups=true",
+                    "task.reward=tests.train.test_torchrun:parity_on_rank0", "--no-eval", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # only rank 0's rows can be kept (at most its 2 prompts x 4 rollouts); in some step they were
+    kept = [r["kept_rollouts"] for r in rows]
+    assert max(kept) <= 8 and max(kept) > 0, kept
+    assert all(r["grad_norm"] > 0 for r in rows if r["kept_rollouts"])

@@ -91,6 +91,13 @@ def test_compare_refuses_different_settings_and_problems(setup, tmp_path):
         compare_runs(a, _write(tmp_path, "f", fewer))
     same = compare_runs(a, a)
     assert same.test == "McNemar exact" and same.difference == 0 and same.p_value == 1
+    other_task = tmp_path / "t"
+    other_task.mkdir()
+    (other_task / "eval.json").write_text(json.dumps({**greedy.to_json(), "task": {"name": "jsonl"}}))
+    with pytest.raises(ValueError, match="task.name is None .* but 'jsonl'"):
+        compare_runs(a, other_task)
+    with pytest.raises(ValueError, match="same problems and seeds"):
+        paired_compare(greedy.scores, fewer.scores)
 
 
 def test_paired_compare_picks_the_test_and_finds_a_real_gain():
