@@ -111,7 +111,7 @@ def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: st
     from rlvr.eval.evaluate import eval_kwargs, evaluate, format_details, format_table
 
     ev = evaluate(engine, tok, samples, reward, cfg.task.template, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                  samples_path=out / "samples.jsonl" if out else None, **eval_kwargs(cfg.eval))
+                  samples_path=out / "samples.jsonl" if out else None, **eval_kwargs(cfg.eval, cfg.task.reward))
     print(format_table({label: ev}))
     print(format_details(ev))
     if out:
@@ -143,7 +143,12 @@ def cmd_eval(args) -> None:
     for flag, name in (("samples", "samples"), ("temperature", "temperature"), ("seeds", "seeds"), ("by", "by")):
         if getattr(args, flag) is not None:
             overrides.append(f"eval.{name}={getattr(args, flag)}")
-    cfg = _load(args.recipe, overrides)
+    recipe = args.recipe
+    if recipe is None:  # the book's MATH-500 evaluation for the math tasks, else the demo's
+        recipe = "math-qwen3-0.6b" if args.task in ("math", "math500", "gsm8k") else "demo"
+        if args.task == "gsm8k" and args.by is None:
+            overrides.append("eval.by=")  # GSM8K problems have no subject or level
+    cfg = _load(recipe, overrides)
     eval_model(args.model, cfg, Path(args.out) if args.out else None)
 
 
@@ -158,6 +163,39 @@ def cmd_report(args) -> None:
 
     path = write_report(Path(args.run), Path(args.out) if args.out else None)
     print(f"wrote {path}")
+
+
+def cmd_verify(args) -> None:
+    """Re-score saved completions: each line {"gold", "response"[, "problem"]} gains "correct"."""
+    from rlvr.rewards.math import verify_batch
+
+    path = Path(args.file)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    from rlvr.tasks.jsonl import iter_jsonl
+
+    rows = []
+    for n, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} line {n}: expected a JSON object with \"gold\" and \"response\"")
+        for key in ("gold", "response"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{path} line {n}: field {key!r} is missing or not a string; "
+                                 'each line needs {"gold": "...", "response": "..."}')
+        rows.append(row)
+    verdicts = verify_batch([(r["gold"], r["response"], r.get("problem")) for r in rows],
+                            mode="lenient" if args.lenient else "strict", workers=args.workers, timeout=args.timeout)
+    text = "".join(json.dumps({**r, "correct": v}, ensure_ascii=False) + "\n" for r, v in zip(rows, verdicts))
+    if args.out:
+        out = Path(args.out)
+        if out.resolve() == path.resolve():
+            raise ValueError(f"--out {out} is the input file; write the scores to another file")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+        print(f"{sum(verdicts)}/{len(verdicts)} correct; wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
 
 
 def cmd_demo(args) -> None:
@@ -187,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("eval", help="greedy held-out accuracy of a model")
     p.add_argument("--model", required=True, help="checkpoint folder or hub id")
     p.add_argument("--task", help="task name (default: the recipe's)")
-    p.add_argument("--recipe", default="demo", help="recipe for task and eval settings (default: demo)")
+    p.add_argument("--recipe", help="recipe for task, reward and eval settings (default: math-qwen3-0.6b for "
+                                    "--task math500 / math / gsm8k: book prompt, math verifier, greedy up to 2048 "
+                                    "tokens, by subject and level; demo otherwise)")
     p.add_argument("--out", help="folder for eval.json and samples.jsonl")
     p.add_argument("--samples", type=int, help="k completions per problem (avg@k, pass@k, maj@k, best@k)")
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
@@ -203,12 +243,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="run folder (with metrics.jsonl, or a demo folder)")
     p.add_argument("--out", help="output folder (default: RUN/report)")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("verify", help="re-score completions: JSONL lines {gold, response} gain \"correct\"")
+    p.add_argument("file", help="JSONL with \"gold\" and \"response\" (and optionally \"problem\") per line")
+    p.add_argument("--out", help="write here instead of stdout")
+    p.add_argument("--lenient", action="store_true",
+                   help="accept an unboxed final answer (\"the answer is X\", or the last number)")
+    p.add_argument("--workers", type=int, default=2, help="verifier processes (default 2)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per check; a timeout scores false")
+    p.set_defaults(fn=cmd_verify)
     args = ap.parse_args(argv)
     from rlvr.config import ConfigError
 
     try:
         args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -27,6 +27,8 @@ ALIASES = {"learning_rate": "lr", "num_generations": "group_size", "beta": "kl_c
            "num_iterations": "inner_epochs", "max_grad_norm": "grad_clip", "model_name_or_path": "name_or_path"}
 
 
+TASKS = ("arithmetic", "jsonl", "math", "math500", "gsm8k")
+
 # estimators that give one advantage per token (the others give one per rollout)
 TOKEN_LEVEL_ADVANTAGES = ("gae", "reinforce_pp", "reinforce_pp_baseline")
 
@@ -40,12 +42,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    name: str = "arithmetic"  # arithmetic (built in) | jsonl (train_path / eval_path)
-    reward: str = "exact"  # registered reward name, or your own as "module:function"
-    template: str = "auto"  # auto | chat | plain | book
-    train_path: str | None = None  # jsonl: training problems (with `solution` for SFT)
-    eval_path: str | None = None  # jsonl: held-out problems
-    seed: int = 0  # problem generation (arithmetic)
+    name: str = "arithmetic"  # arithmetic (built in) | jsonl (your files) | math | math500 | gsm8k (tasks/math_data.py)
+    reward: str = "exact"  # a registered name, your own "module:function", or a sum: "math + 0.2*format_soft"
+    template: str = "auto"  # auto | chat | plain | book | r1zero (prompts.py)
+    train_path: str | None = None  # training problems (`solution` for SFT); math, gsm8k: .jsonl/.json/.parquet, else hub
+    eval_path: str | None = None  # held-out problems; math, math500: the MATH-500 file (math trains on none of it)
+    seed: int = 0  # arithmetic: problem generation; math, gsm8k: which training problems check the SFT plateau
     sft_examples: int = 2000  # arithmetic: worked solutions available to SFT (the scarce data)
     sft_val: int = 300  # arithmetic: problems (disjoint from the above) to detect the SFT plateau
     sft_max_digits: int = 3  # arithmetic: largest operand size of most worked solutions
@@ -245,6 +247,7 @@ def _coerce(value: Any, kind, source: str, name: str):
 def _check(cfg: Config, source: str) -> None:
     from rlvr.algorithms import advantages, aggregation, kl, losses
     from rlvr.prompts import check_template
+    from rlvr.rewards import check_reward
 
     def need(ok: bool, name: str, fix: str) -> None:
         if not ok:
@@ -295,11 +298,34 @@ def _check(cfg: Config, source: str) -> None:
     need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
     need(ev.temperature > 0 or (ev.samples == 1 and ev.seeds == 1), f"eval.samples={ev.samples} / eval.seeds={ev.seeds}",
          "need eval.temperature > 0: greedy decoding gives the same completion every time")
-    need(task.name in ("arithmetic", "jsonl"), f"task.name={task.name!r}", "is unknown; use arithmetic or jsonl")
+    need(task.name in TASKS, f"task.name={task.name!r}", f"is unknown; use one of {', '.join(TASKS)}")
     need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",
          "is required for task.name=jsonl (a JSONL file with prompt and answer)")
+    _check_math_sources(task, need)
+    try:
+        check_reward(task.reward)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
     need(1 <= task.sft_max_digits <= task.rl_max_digits, "task.sft_max_digits", "must be in [1, rl_max_digits]")
     try:
         check_template(task.template)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_math_sources(task: TaskConfig, need) -> None:
+    """math / math500 / gsm8k read the hub where no local file is given: say now if they cannot."""
+    from rlvr.tasks.math_data import TASKS as MATH_TASKS, hub_fields, installed
+
+    if task.name not in MATH_TASKS:
+        return
+    for name in ("eval_path",) if task.name == "math500" else ("train_path", "eval_path"):  # math500: no training set
+        path = getattr(task, name)
+        need(path is None or not path.endswith(".parquet") or installed("pyarrow"), f"task.{name}={path}",
+             "is a Parquet file, which needs pyarrow: pip install pyarrow (or convert it to JSONL)")
+    # only when nothing is local: with one file given, a command may not need the other (rlvr eval),
+    # and the task loader names the missing one before any model is loaded
+    local = task.eval_path if task.name == "math500" else task.train_path or task.eval_path
+    need(local or installed("datasets"), f"task.name={task.name}",
+         f"reads its problems from the Hugging Face hub, which needs the `datasets` library: pip install "
+         f"datasets, or give local files as {' and '.join(hub_fields(task))} (.jsonl, .json or .parquet)")

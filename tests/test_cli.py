@@ -82,7 +82,7 @@ def test_bad_input_fails_before_training(user_task, tiny_llama_dir, override, me
 def test_missing_field_names_file_and_line(user_task, tiny_llama_dir):
     root, recipe = user_task
     (root / "train.jsonl").write_text('{"prompt": "1+1", "answer": "2", "solution": "2"}\n{"prompt": "2+2"}\n')
-    with pytest.raises(SystemExit, match=r"train\.jsonl:2: missing field 'answer'"):
+    with pytest.raises(SystemExit, match=r"train\.jsonl line 2: missing field 'answer'"):
         main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'y'}"])
 
 

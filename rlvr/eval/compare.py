@@ -56,17 +56,27 @@ def paired_compare(scores_a, scores_b, name_a: str = "A", name_b: str = "B") -> 
     return Comparison(r.difference, r.ci95, r.p_value, r.test, paired_verdict(r, name_a, name_b))
 
 
+def _heldout(task: dict) -> tuple:
+    """What fixes a task's held-out problems: `math` and `math500` both hold out MATH-500, and
+    an arithmetic held-out set depends on its seed and digit ranges."""
+    name = task.get("name")
+    if name == "arithmetic":
+        return (name, *(task.get(k) for k in ("seed", "sft_max_digits", "rl_max_digits", "eval_per_bucket")))
+    return ("math500" if name in ("math", "math500") else name,)
+
+
 def check_comparable(a: dict, b: dict, path_a: Path, path_b: Path) -> None:
     for key in ("k", "temperature", "top_p", "seeds", "max_new_tokens", "template"):
         va, vb = a.get("settings", {}).get(key), b.get("settings", {}).get(key)
         if va != vb:
             raise ValueError(f"cannot compare: settings.{key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
                              f"evaluate both with the same eval.{'samples' if key == 'k' else key}")
-    # the same task: the same held-out set (problem ids can coincide across tasks) and reward
-    for key in ("name", "eval_path", "seed", "reward", "rl_max_digits"):
-        va, vb = a.get("task", {}).get(key), b.get("task", {}).get(key)
+    # the same held-out set (generated problem ids can coincide across settings) and the same reward
+    ta, tb = a.get("task", {}), b.get("task", {})
+    for key in ("held-out set", "reward"):
+        va, vb = (_heldout(ta), _heldout(tb)) if key == "held-out set" else (ta.get("reward"), tb.get("reward"))
         if va != vb:
-            raise ValueError(f"cannot compare: task.{key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
+            raise ValueError(f"cannot compare: {key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
                              "a paired test needs the same problems scored the same way")
     ids_a, ids_b = a.get("ids"), b.get("ids")
     if not ids_a or not ids_b or a.get("scores") is None:

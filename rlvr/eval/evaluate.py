@@ -23,7 +23,7 @@ import numpy as np
 
 from rlvr.eval.stats import bootstrap_ci, majority_vote, pass_at_k, wilson_interval
 from rlvr.prompts import prompt_ids
-from rlvr.rewards import Reward, score_completion
+from rlvr.rewards import Reward, score_many
 from rlvr.rewards.exact import last_boxed
 from rlvr.rollout.hf import SamplingParams
 from rlvr.types import Sample
@@ -98,9 +98,13 @@ def _run_seed(engine, tokenizer, samples, reward, settings: EvalSettings, seed: 
         params = SamplingParams(settings.max_new_tokens, settings.temperature, settings.top_p,
                                 seed=None if settings.temperature == 0 else seed * 1_000_003 + start)
         ids = [prompt_ids(s.prompt, settings.template, tokenizer) for s in chunk]
-        for s, group in zip(chunk, engine.generate(ids, settings.k, params)):
-            scored = [score_completion(reward, c, s)[0] for c in group]  # an unfinished response scores 0
-            p = _Problem([r >= 1.0 for r in scored], [extract(c.text) for c in group],
+        groups = engine.generate(ids, settings.k, params)
+        # the whole chunk scored at once (a batch-capable reward runs it in parallel); unfinished scores 0
+        flat, flat_correct, _ = score_many(reward, [c for g in groups for c in g], [s for s in chunk for _ in range(settings.k)])
+        for j, (s, group) in enumerate(zip(chunk, groups)):
+            k = len(group)
+            scored, correct = flat[j * k : (j + 1) * k], flat_correct[j * k : (j + 1) * k]
+            p = _Problem(correct, [extract(c.text) for c in group],
                          [len(c.token_ids) for c in group], [c.finish_reason == "length" for c in group],
                          [sum(c.logprobs) / max(1, len(c.logprobs)) for c in group])
             problems.append(p)
@@ -177,10 +181,14 @@ def eval_problems(heldout: list, eval_cfg) -> list:
     return heldout[: eval_cfg.limit] if eval_cfg.limit else heldout
 
 
-def eval_kwargs(eval_cfg) -> dict:
-    """evaluate()'s sampling keywords from a recipe's `eval:` section."""
+def eval_kwargs(eval_cfg, reward_spec: str = "exact") -> dict:
+    """evaluate()'s keywords from a recipe's `eval:` section, and the answer extraction and
+    equivalence (maj@k) that go with its task.reward."""
+    from rlvr.rewards import answer_tools
+
+    extract, same = answer_tools(reward_spec)
     return {"k": eval_cfg.samples, "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p,
-            "seeds": eval_cfg.seeds, "by": [f for f in eval_cfg.by.split(",") if f]}
+            "seeds": eval_cfg.seeds, "by": [f for f in eval_cfg.by.split(",") if f], "extract": extract, "same": same}
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -21,6 +21,10 @@ class TaskData:
 def load_task(cfg: TaskConfig, need: tuple[str, ...] = ("sft", "rl", "heldout")) -> TaskData:
     if cfg.name == "arithmetic":
         return _arithmetic(cfg, need)
+    if cfg.name in ("math", "math500", "gsm8k"):
+        from rlvr.tasks.math_data import load_math_task
+
+        return load_math_task(cfg, need)
     return _jsonl(cfg, need)
 
 

@@ -32,7 +32,7 @@ from rlvr.algorithms import kl as kl_fns
 from rlvr.algorithms.logprobs import token_entropy, token_entropy_with_grad, token_logprobs
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
 from rlvr.prompts import prompt_ids
-from rlvr.rewards import score_completion
+from rlvr.rewards import score_many
 from rlvr.rewards.length import overlong_penalty
 from rlvr.rollout.hf import SamplingParams
 from rlvr.train import distributed as dist_utils
@@ -68,20 +68,16 @@ def rollout_and_score(tr: Trainer, samples: list[Sample], cfg: Config, first_gro
     rl = cfg.rl
     ids = [prompt_ids(s.prompt, cfg.task.template, tr.tokenizer) for s in samples]
     groups = tr.engine.generate(ids, rl.group_size, SamplingParams(rl.max_new_tokens, rl.temperature, rl.top_p))
-    completions, prompts, rewards, task_rewards, correct, group_ids, errors = [], [], [], [], [], [], 0
-    for g, (sample, group) in enumerate(zip(samples, groups)):
-        for c in group:
-            r, ok = score_completion(tr.reward, c, sample, rl.reward_truncated)
-            shaped = r + overlong_penalty(len(c.token_ids), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_penalty)
-            completions.append(c)
-            prompts.append(ids[g])
-            rewards.append(shaped)
-            task_rewards.append(r)
-            correct.append(r >= 1)
-            group_ids.append(first_group + g)
-            errors += not ok
-    return Scored(completions, prompts, torch.tensor(rewards), torch.tensor(task_rewards, dtype=torch.float),
-                  torch.tensor(correct), torch.tensor(group_ids), errors, list(samples))
+    completions = [c for group in groups for c in group]
+    row_samples = [s for s, group in zip(samples, groups) for _ in group]
+    task_rewards, correct, errors = score_many(tr.reward, completions, row_samples, rl.reward_truncated)
+    shaping = [overlong_penalty(len(c.token_ids), rl.max_new_tokens, rl.overlong_buffer, rl.overlong_penalty)
+               for c in completions]
+    prompts = [ids[g] for g, group in enumerate(groups) for _ in group]
+    group_ids = [first_group + g for g, group in enumerate(groups) for _ in group]
+    return Scored(completions, prompts, torch.tensor([r + p for r, p in zip(task_rewards, shaping)], dtype=torch.float),
+                  torch.tensor(task_rewards, dtype=torch.float), torch.tensor(correct), torch.tensor(group_ids), errors,
+                  list(samples))
 
 
 def has_spread(rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
@@ -361,4 +357,4 @@ def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
     from rlvr.eval.evaluate import eval_kwargs, eval_problems, evaluate
 
     return evaluate(engine, tokenizer, eval_problems(heldout, cfg.eval), reward, cfg.task.template, cfg.eval.max_new_tokens,
-                    cfg.eval.batch_size, **eval_kwargs(cfg.eval)).overall.accuracy
+                    cfg.eval.batch_size, **eval_kwargs(cfg.eval, cfg.task.reward)).overall.accuracy

@@ -94,7 +94,7 @@ def test_compare_refuses_different_settings_and_problems(setup, tmp_path):
     other_task = tmp_path / "t"
     other_task.mkdir()
     (other_task / "eval.json").write_text(json.dumps({**greedy.to_json(), "task": {"name": "jsonl"}}))
-    with pytest.raises(ValueError, match="task.name is None .* but 'jsonl'"):
+    with pytest.raises(ValueError, match=r"held-out set is \(None,\) .* but \('jsonl',\)"):
         compare_runs(a, other_task)
     with pytest.raises(ValueError, match="same problems and seeds"):
         paired_compare(greedy.scores, fewer.scores)

@@ -20,9 +20,9 @@ def test_reads_fields_and_metadata(tmp_path):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([{"prompt": "x", "answer": "1"}, {"prompt": "y"}], r"t\.jsonl:2: missing field 'answer'"),
-        (["{not json"], r"t\.jsonl:1: not valid JSON"),
-        ([{"prompt": "", "answer": "1"}], r"t\.jsonl:1: field 'prompt' must be a non-empty string"),
+        ([{"prompt": "x", "answer": "1"}, {"prompt": "y"}], r"t\.jsonl line 2: missing field 'answer'"),
+        (["{not json"], r"t\.jsonl line 1: not valid JSON"),
+        ([{"prompt": "", "answer": "1"}], r"t\.jsonl line 1: field 'prompt' must be a non-empty string"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path, rows, message):
@@ -32,7 +32,7 @@ def test_errors_name_file_and_line(tmp_path, rows, message):
 
 def test_sft_needs_solutions(tmp_path):
     f = write(tmp_path / "t.jsonl", [{"prompt": "x", "answer": "1"}])
-    with pytest.raises(ValueError, match=r"t\.jsonl:1: missing field 'solution'"):
+    with pytest.raises(ValueError, match=r"t\.jsonl line 1: missing field 'solution'"):
         load_jsonl(f, need_solution=True)
 
 

@@ -1,0 +1,159 @@
+"""Run a function that may hang (symbolic algebra on model output) with a hard time limit.
+
+`signal.alarm`, which math-verify uses, works only in a process's main thread, and it cannot
+stop a long computation inside C code (a huge integer power, say). A hard limit needs another
+process: each call here goes to a long-lived worker process (`python -m rlvr.rewards.guard`)
+over a pipe, and a worker that overruns its deadline is killed and replaced. This works from
+any thread, inside a daemonic multiprocessing worker (plain subprocesses, not
+`multiprocessing`), and after a fork, and the caller always gets an answer.
+
+    pool = GuardedPool("rlvr.rewards.math:equivalent", workers=2, timeout=5.0)
+    pool.map([(gold, answer, problem), ...])  -> [(value, error), ...]
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import json
+import os
+import selectors
+import subprocess
+import sys
+import threading
+import time
+
+
+def _load(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class _Worker:
+    def __init__(self, target: str):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "rlvr.rewards.guard", target], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        self.buffer = b""
+        self.job: int | None = None  # index of the item in flight
+        self.deadline = 0.0
+
+    def send(self, job: int, args, timeout: float) -> None:
+        self.job, self.deadline = job, time.monotonic() + timeout
+        self.proc.stdin.write((json.dumps(args) + "\n").encode())
+
+    def read_line(self) -> str | None:
+        """A whole reply if one has arrived (non-blocking after select said readable), else None."""
+        chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+        if not chunk:
+            raise EOFError
+        self.buffer += chunk
+        if b"\n" not in self.buffer:
+            return None
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+class GuardedPool:
+    """Worker processes that call `target(*args)`; each call has `timeout` seconds, hard."""
+
+    def __init__(self, target: str, workers: int = 1, timeout: float = 5.0, startup_timeout: float = 60.0):
+        self.target, self.n, self.timeout, self.startup_timeout = target, max(1, workers), timeout, startup_timeout
+        self.workers: list[_Worker] = []
+        self.lock = threading.Lock()  # one map at a time; callers from several threads queue here
+        self.pid = os.getpid()
+        self.timeouts = 0  # calls killed at their deadline, since the pool started
+        atexit.register(self.close)
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self.target)
+        w.send(-1, None, self.startup_timeout)  # a ping: the first reply comes once imports are done
+        return w
+
+    def map(self, items: list[tuple]) -> list[tuple[object, str | None]]:
+        """(value, None) or (None, "timeout" / "error: ...") for each argument tuple, in order."""
+        with self.lock:
+            if os.getpid() != self.pid:  # forked: the parent's pipes are not ours
+                self.workers, self.pid = [], os.getpid()
+            out: list[tuple[object, str | None] | None] = [None] * len(items)
+            todo = list(range(len(items)))[::-1]
+            while len(self.workers) < min(self.n, max(1, len(items))):
+                self.workers.append(self._spawn())
+            sel = selectors.DefaultSelector()
+            for w in self.workers:
+                sel.register(w.proc.stdout, selectors.EVENT_READ, w)
+            try:
+                for w in self.workers:
+                    if w.job is None and todo:
+                        i = todo.pop()
+                        w.send(i, list(items[i]), self.timeout)
+                while any(w.job is not None for w in self.workers):
+                    now = time.monotonic()
+                    wait = max(0.0, min(w.deadline for w in self.workers if w.job is not None) - now)
+                    for key, _ in sel.select(timeout=wait):
+                        w = key.data
+                        try:
+                            line = w.read_line()
+                        except EOFError:  # the worker died (out of memory, a crash): retire it
+                            line = json.dumps([None, "error: worker exited"])
+                        if line is None:
+                            continue
+                        value, error = json.loads(line)
+                        if w.job >= 0:
+                            out[w.job] = (value, error)
+                        w.job = None
+                        if w.proc.poll() is not None:
+                            self._replace(sel, w)
+                    now = time.monotonic()
+                    for w in list(self.workers):
+                        if w.job is not None and now >= w.deadline:
+                            if w.job >= 0:
+                                out[w.job] = (None, "timeout")
+                                self.timeouts += 1
+                            self._replace(sel, w)
+                    for w in self.workers:
+                        if w.job is None and todo:
+                            i = todo.pop()
+                            w.send(i, list(items[i]), self.timeout)
+            finally:
+                sel.close()
+            return out  # type: ignore[return-value]
+
+    def _replace(self, sel, w: _Worker) -> None:
+        sel.unregister(w.proc.stdout)
+        w.kill()
+        fresh = self._spawn()
+        self.workers[self.workers.index(w)] = fresh
+        sel.register(fresh.proc.stdout, selectors.EVENT_READ, fresh)
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.kill()
+        self.workers = []
+
+
+def _serve(target: str) -> None:
+    fn = _load(target)
+    out = sys.stdout.buffer
+    for raw in sys.stdin.buffer:
+        args = json.loads(raw)
+        if args is None:
+            reply = [None, None]  # ping
+        else:
+            try:
+                reply = [fn(*args), None]
+            except Exception as e:  # noqa: BLE001 - reported to the caller, the worker lives on
+                reply = [None, f"error: {type(e).__name__}: {e}"[:300]]
+        out.write((json.dumps(reply) + "\n").encode())
+        out.flush()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
