@@ -128,3 +128,88 @@ def token_entropy_with_grad(
     b, t, v = logits.shape
     per_row = _ChunkedEntropy.apply(logits.reshape(b * t, v), temperature, chunk_size)  # [B*T]
     return _shift_right(per_row, b, t)
+
+
+# ---- the output layer fused in: never a [B,T,V] tensor at all --------------------------------
+
+
+def chunk_rows_for(vocab: int, budget: int = 1 << 24) -> int:
+    """Rows per chunk so one chunk's float32 [rows, V] block holds about `budget` numbers
+    (64 MB): 110 rows for Qwen3's 151,936-token vocabulary, all rows for a tiny one."""
+    return max(16, budget // max(1, vocab))
+
+
+class _FusedHead(torch.autograd.Function):
+    """hidden [N,H], weight [V,H], bias [V] | None, targets [N] -> (logprob [N], entropy [N]) of
+    softmax((hidden @ weight.T + bias) / temperature), chunk rows at a time. Only hidden, weight
+    and targets are kept for the backward, which recomputes each chunk's logits: memory is
+    O(chunk x V) however long the batch, where the plain path holds [N, V] logits, their float32
+    log-softmax and their gradient."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):
+        dtype = _compute_dtype(hidden.dtype)
+        lp = hidden.new_empty(hidden.shape[0], dtype=dtype)
+        ent = hidden.new_empty(hidden.shape[0], dtype=dtype)
+        for s in range(0, hidden.shape[0], chunk):
+            z = torch.nn.functional.linear(hidden[s : s + chunk], weight, bias).to(dtype).div_(temperature)  # [n,V]
+            logp = torch.log_softmax(z, dim=-1)
+            del z
+            lp[s : s + chunk] = logp.gather(-1, targets[s : s + chunk, None]).squeeze(-1)
+            ent[s : s + chunk] = -(logp.exp().mul_(logp)).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)
+        return lp, ent
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_lp, grad_ent):
+        hidden, weight, bias, targets = ctx.saved_tensors
+        grad_h = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight, dtype=_compute_dtype(weight.dtype)) if ctx.needs_input_grad[1] else None
+        grad_b = None
+        if bias is not None and ctx.needs_input_grad[2]:
+            grad_b = torch.zeros_like(bias, dtype=_compute_dtype(bias.dtype))
+        dtype = _compute_dtype(hidden.dtype)
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            h = hidden[s : s + ctx.chunk]
+            z = torch.nn.functional.linear(h, weight, bias).to(dtype).div_(ctx.temperature)  # [n,V]
+            logp = torch.log_softmax(z, dim=-1)
+            del z
+            p = logp.exp()
+            # d = d loss / d (z / tau), built in place: at most four [n, V] blocks live at once
+            if grad_lp is not None:  # d logp_y / dx_j = 1[j = y] - p_j
+                g = grad_lp[s : s + ctx.chunk, None].to(dtype)
+                d = p.mul(-g).scatter_add_(-1, targets[s : s + ctx.chunk, None], g)
+            else:
+                d = torch.zeros_like(p)
+            if grad_ent is not None:  # dH / dx_j = -p_j (log p_j + H)
+                ent = -(p * logp).sum(-1, keepdim=True)
+                d.sub_(logp.add_(ent).mul_(p).mul_(grad_ent[s : s + ctx.chunk, None].to(dtype)))
+            del p, logp
+            d.div_(ctx.temperature)  # [n,V], d loss / d logits
+            if grad_h is not None:
+                grad_h[s : s + ctx.chunk] = (d.to(weight.dtype) @ weight).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += d.T @ h.to(dtype)
+            if grad_b is not None:
+                grad_b += d.sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def head_token_stats(hidden: Tensor, weight: Tensor, bias: Tensor | None, input_ids: Tensor, temperature: float = 1.0,
+                     chunk_rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """(logprobs [B,T], entropy [B,T]) from the last hidden states [B,T,H] and the output layer
+    (weight [V,H], bias [V] or None), as token_logprobs and token_entropy_with_grad give them from
+    the logits (entry t describes token t; entry 0 = 0), both differentiable, without ever
+    materialising the logits."""
+    b, t, hdim = hidden.shape
+    rows = hidden[:, :-1].reshape(b * (t - 1), hdim)  # position t-1 predicts token t
+    targets = input_ids[:, 1:].reshape(-1)
+    chunk = chunk_rows or chunk_rows_for(weight.shape[0])
+    lp, ent = _FusedHead.apply(rows, weight, bias, targets, temperature, chunk)
+    pad = lp.new_zeros(b, 1)
+    return torch.cat([pad, lp.view(b, t - 1)], 1), torch.cat([pad, ent.view(b, t - 1)], 1)

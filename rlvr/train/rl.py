@@ -29,7 +29,7 @@ import torch
 from rlvr.algorithms import advantages as adv_fns
 from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms import kl as kl_fns
-from rlvr.algorithms.logprobs import token_entropy, token_entropy_with_grad, token_logprobs
+from rlvr.algorithms.logprobs import head_token_stats, token_entropy, token_entropy_with_grad, token_logprobs
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import score_many
@@ -139,11 +139,51 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
                         scored.group_ids.clone())
 
 
-def policy_logits(model, batch: RolloutBatch) -> torch.Tensor:
-    """Logits [b, t, V] for a micro-batch, trimmed to its longest row."""
+def _fused_parts(model):
+    """(decoder, output layer) when the model's logits are exactly output_layer(decoder(x)) --
+    checked once per model on a short input, so a model that rescales or caps its logits (Gemma's
+    soft-capping, Cohere's logit_scale) falls back to its own forward -- else None."""
+    cached = getattr(model, "_rlvr_fused_parts", None)
+    if cached is not None:
+        return cached or None
+    parts = False
+    try:
+        decoder, head = model.get_decoder(), model.get_output_embeddings()
+        if isinstance(head, torch.nn.Linear) and decoder is not None:
+            training = model.training
+            model.eval()
+            ids = torch.arange(1, 6, device=model.device)[None] % head.weight.shape[0]
+            with torch.no_grad():
+                ref = model(input_ids=ids).logits.float()
+                got = torch.nn.functional.linear(decoder(input_ids=ids).last_hidden_state, head.weight, head.bias).float()
+            model.train(training)
+            if torch.allclose(ref, got, rtol=1e-3, atol=1e-3):
+                parts = (decoder, head)
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        pass
+    object.__setattr__(model, "_rlvr_fused_parts", parts)  # a plain attribute, not a submodule
+    return parts or None
+
+
+def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bool = False):
+    """(logprobs [b,t], entropy [b,t]) of a micro-batch trimmed to its longest row; entry t
+    describes token t. The logprobs carry a gradient; the entropy does when `entropy_grad`.
+    Through the decoder's hidden states and the output layer chunk by chunk (algorithms/
+    logprobs.py: head_token_stats), so no [b, t, V] logits tensor exists, nor its gradient: for
+    a 152k vocabulary that is most of an update's memory. Models whose logits are not a plain
+    linear layer of the hidden state use their own logits, still chunked."""
     t = int(batch.attention_mask.sum(1).max())
-    device = model.device
-    return model(input_ids=batch.input_ids[:, :t].to(device), attention_mask=batch.attention_mask[:, :t].to(device)).logits
+    ids = batch.input_ids[:, :t].to(model.device)
+    attn = batch.attention_mask[:, :t].to(model.device)
+    parts = _fused_parts(model)
+    if parts is None:
+        logits = model(input_ids=ids, attention_mask=attn).logits  # [b, t, V]
+        ent = (token_entropy_with_grad if entropy_grad else token_entropy)(logits, temperature=temperature)
+        return token_logprobs(logits, ids, temperature), ent
+    decoder, head = parts
+    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [b, t, H]
+    lp, ent = head_token_stats(hidden, head.weight, head.bias, ids, temperature)
+    return lp, ent if entropy_grad else ent.detach()
 
 
 @torch.no_grad()
@@ -152,9 +192,8 @@ def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     out = torch.zeros_like(batch.old_logprobs)
     for s in range(0, len(batch), cfg.rl.micro_batch_size):
         mb = batch.select(slice(s, s + cfg.rl.micro_batch_size))
-        lp = token_logprobs(policy_logits(model, mb), mb.input_ids[:, : mb.attention_mask.sum(1).max()].to(model.device),
-                            cfg.rl.temperature)
-        out[s : s + len(mb), : lp.shape[1]] = lp.cpu()
+        lp, _ = token_stats(model, mb, cfg.rl.temperature)
+        out[s : s + len(mb), : lp.shape[1]] = lp.float().cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
@@ -196,11 +235,9 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     ratio_max, ratio_min = 1.0, 1.0
     for s in range(0, len(batch), rl.micro_batch_size):
         mb = batch.select(slice(s, s + rl.micro_batch_size))
-        logits = policy_logits(model, mb)  # [b, t, V]
-        t = logits.shape[1]
-        ids, mask = mb.input_ids[:, :t].to(model.device), mb.response_mask[:, :t].to(model.device)
-        lp = token_logprobs(logits, ids, rl.temperature)  # [b, t]
-        ent = (token_entropy_with_grad if rl.entropy_coef > 0 else token_entropy)(logits, temperature=rl.temperature)
+        lp, ent = token_stats(model, mb, rl.temperature, entropy_grad=rl.entropy_coef > 0)  # [b, t] each
+        t = lp.shape[1]
+        mask = mb.response_mask[:, :t].to(model.device)
         old = lp.detach() if on_policy else mb.old_logprobs[:, :t].to(lp.device)
         ref = None if mb.ref_logprobs is None else mb.ref_logprobs[:, :t].to(lp.device)
         adv = mb.advantages if mb.advantages.dim() == 1 else mb.advantages[:, :t]

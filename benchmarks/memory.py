@@ -1,0 +1,122 @@
+"""Peak memory of one policy-gradient backward pass: rlvr's fused output layer vs the naive
+logits -> log_softmax -> gather that most trainers use, side by side, on a random-init model
+with Qwen3-0.6B's shapes (vocabulary 151,936, width 1024, tied embeddings).
+
+    python benchmarks/memory.py                      # CPU: 2 layers, 4 x 256 tokens (a minute)
+    python benchmarks/memory.py --layers 28 --batch 8 --seq 1024   # GPU: the full depth
+
+Each variant runs in a fresh process. On a CPU the figure is the peak resident memory minus the
+resident memory once the model and its gradient buffers exist (so only what the update itself
+allocates counts); on a GPU, torch.cuda.max_memory_allocated over the same baseline. Ends with
+one JSON line: {"naive_mb", "fused_mb", "ratio", ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child(args) -> dict:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    sys.path.insert(0, str(ROOT))
+    from rlvr.train.rl import token_stats
+    from rlvr.types import RolloutBatch
+
+    torch.manual_seed(0)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    config = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=args.layers,
+                         num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                         max_position_embeddings=max(4096, args.seq))
+    model = Qwen3ForCausalLM(config).to(device=device, dtype=dtype)
+    if args.checkpointing:
+        model.gradient_checkpointing_enable()
+    model.train()
+    for p in model.parameters():  # gradient buffers belong to the baseline, not to the update
+        p.grad = torch.zeros_like(p)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=g)
+    attn = torch.ones_like(ids, dtype=torch.bool)
+    resp = attn.clone()
+    resp[:, : args.seq // 4] = False  # a prompt, then the response
+    batch = RolloutBatch(ids, attn, resp, torch.zeros(ids.shape), torch.zeros(args.batch), torch.zeros(args.batch),
+                         torch.arange(args.batch))
+    if args.variant == "fused":
+        token_stats(model, batch, 1.0)  # the one-time check of the output layer, outside the measurement
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mb() * 2**20
+    t0 = time.perf_counter()
+    mask = resp.to(device)
+    if args.variant == "naive":
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # [B, T, V]
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] float32
+        lp = logp[:, :-1].gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
+        lp = torch.cat([lp.new_zeros(args.batch, 1), lp], 1)
+    else:
+        lp, _ = token_stats(model, batch, 1.0)
+    loss = -(lp * mask).sum() / mask.sum()
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss: KiB on Linux
+    return {"variant": args.variant, "peak_mb": peak / 2**20, "seconds": time.perf_counter() - t0, "loss": float(loss),
+            "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=2, help="decoder layers (Qwen3-0.6B has 28)")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both variants")
+    ap.add_argument("--variant", choices=["naive", "fused"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.variant:
+        print(json.dumps(child(args)))
+        return
+    print(f"Qwen3-0.6B shapes, {args.layers} layers, batch {args.batch} x {args.seq} tokens"
+          f"{', gradient checkpointing' if args.checkpointing else ''}; one forward + backward")
+    results = {}
+    for variant in ("naive", "fused"):
+        cmd = [sys.executable, __file__, "--variant", variant, "--layers", str(args.layers), "--batch", str(args.batch),
+               "--seq", str(args.seq)] + (["--checkpointing"] if args.checkpointing else [])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{variant} failed:\n{done.stderr[-2000:]}")
+        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[variant]
+        print(f"{variant:<6} peak {r['peak_mb']:8.0f} MB above the model and its gradients   {r['seconds']:6.1f} s"
+              f"   loss {r['loss']:.4f}")
+    logits_mb = args.batch * args.seq * 151936 * 4 / 2**20
+    ratio = results["fused"]["peak_mb"] / results["naive"]["peak_mb"]
+    print(f"fused / naive = {ratio:.2f} (target <= 0.5); one float32 [B, T, V] logits tensor is {logits_mb:.0f} MB")
+    print(json.dumps({"naive_mb": round(results["naive"]["peak_mb"], 1), "fused_mb": round(results["fused"]["peak_mb"], 1),
+                      "ratio": round(ratio, 3), "layers": args.layers, "batch": args.batch, "seq": args.seq,
+                      "device": results["fused"]["device"], "naive_s": round(results["naive"]["seconds"], 2),
+                      "fused_s": round(results["fused"]["seconds"], 2)}))
+
+
+if __name__ == "__main__":
+    main()
