@@ -50,7 +50,7 @@ def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
     from rlvr.eval.evaluate import eval_problems
     from rlvr.logging import MetricsLog
-    from rlvr.models import count_parameters, eos_token_ids, load_policy
+    from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
@@ -64,6 +64,7 @@ def run_sft(cfg):
     data = load_task(cfg.task, need=("sft", "heldout"))
     torch.manual_seed(cfg.seed)
     model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+    enable_checkpointing(model, cfg.model.gradient_checkpointing)
     out.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     save_config(cfg, out / "config.yaml")
     print(f"model {cfg.model.name_or_path}: {count_parameters(model) / 1e6:.2f} M parameters")

@@ -133,5 +133,12 @@ def eos_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) ->
     return sorted(i for i in ids if i is not None)
 
 
+def enable_checkpointing(model: PreTrainedModel, on: bool) -> None:
+    """Activation (gradient) checkpointing for training: each decoder layer's activations are
+    recomputed in the backward pass instead of stored. Generation (eval mode) is unaffected."""
+    if on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

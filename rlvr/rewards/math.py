@@ -117,11 +117,21 @@ def _clean(s: str) -> str:
     s = s.replace("\\displaystyle", "").replace("\\!", "")
     s = re.sub(r"(\d)\s*(?:\\,|\\;|\\:|(?<!\\)\\ |~|\{,\}|\\thinspace)\s*(?=\d{3}\b)", r"\1", s)  # 10\,080
     s = re.sub(r"\\,|\\;|\\:|\\quad|\\qquad|~|(?<!\\)\\ ", " ", s)
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree", "", s)  # degrees
-    s = re.sub(r"(\d)\s*\^\s*\{?\s*(?:\\(?:text|mathrm)\s*\{)?(?:st|nd|rd|th)\}?\s*\}?", r"\1", s)  # 12^{\text{th}}
+    s = re.sub(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|°|\\degree|¢|\\textcent|\\cent\b", "", s)  # degrees, cents
+    ordinal = r"(?:st|nd|rd|th)"
+    s = re.sub(r"(\d)\s*\^\s*(?:\{\s*(?:\\(?:text|mathrm)\s*\{\s*" + ordinal + r"\s*\}|" + ordinal + r")\s*\}|"
+               r"\\(?:text|mathrm)\s*\{\s*" + ordinal + r"\s*\}|" + ordinal + r"\b)", r"\1", s)  # 12^{\text{th}}
     s = re.sub(r"(\d)(?:st|nd|rd|th)\b", r"\1", s)
     s = re.sub(r"\s*\\?\(?\s*\\(?:pmod|bmod|mod)\s*\{?\s*\d+\s*\}?\s*\)?", "", s)  # 3 \pmod 9 -> 3
-    s = re.sub(r"\s*\(\s*\\?mod\s*\d+\s*\)", "", s)
+    s = re.sub(r"\s*\(\s*(?:\\(?:text|mathrm)\s*\{\s*mod\s*\}|\\?mod)\s*\{?\s*\d+\s*\}?\s*\)", "", s)
+    # shorthand arguments: \frac\pi2, \frac{3}4, \sqrt3 -> braced
+    arg = r"(\\[A-Za-z]+|\d|[A-Za-z])"
+    s = re.sub(r"\\frac\s*" + arg + r"\s*" + arg, r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac\s*(\{[^{}]*\})\s*" + arg, r"\\frac\1{\2}", s)
+    s = re.sub(r"\\frac\s*" + arg + r"\s*(\{[^{}]*\})", r"\\frac{\1}\2", s)
+    s = re.sub(r"\\sqrt\s*" + arg, r"\\sqrt{\1}", s)
+    s = re.sub(r"\(\s*([0-9A-Za-z]+)\s*\)\s*_\s*\{?\s*(\d+)\s*\}?", r"\1_{\2}", s)  # (52)_8 -> 52_{8}
+    s = re.sub(r"(?<![\w}])([0-9A-Za-z]+)_(\d+)\b", r"\1_{\2}", s)  # 52_8 -> 52_{8}
     s = s.replace("\\$", "").replace("$", "")
     s = re.sub(r"\\(?:text|textbf|textit|mathrm|mbox|mathbf|operatorname)\s*\{\s*" + _UNIT_WORDS + r"(?:\^?\{?\d\}?)?\s*\}"
                r"(?:\s*\^\s*\{?\d\}?)?", "", s, flags=re.I)
@@ -286,8 +296,9 @@ def equivalent(gold: str, answer: str, problem: str | None = None) -> bool:
     return _same(_structure(g), _structure(a), problem)
 
 
-_SIMPLE_LHS = re.compile(r"^\s*[A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?\s*=(?!=)")
-_IN = re.compile(r"^\s*[A-Za-z]\s*\\in\s*")
+_SIMPLE_LHS = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?|\\[A-Za-z]+|"
+                         r"\(\s*[A-Za-z](?:\s*,\s*[A-Za-z])+\s*\))\s*=(?!=)")  # x =, f(x) =, \theta =, (p,q,r) =
+_IN = re.compile(r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)\s*\\in\s*")
 
 
 def _unlabel(s: str, other: str) -> str:

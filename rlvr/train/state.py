@@ -41,12 +41,13 @@ def make_optimizer(model, cfg: Config):
 
 def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
-    from rlvr.models import eos_token_ids, load_policy
+    from rlvr.models import enable_checkpointing, eos_token_ids, load_policy
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
     model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
                                    dtype=cfg.model.dtype)
+    enable_checkpointing(model, cfg.model.gradient_checkpointing)
     tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
                  *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0:

@@ -109,3 +109,20 @@ def test_a_model_that_rescales_its_logits_falls_back_to_them():
     lp, _ = token_stats(model, batch, 1.0)
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     torch.testing.assert_close(lp, token_logprobs(logits, batch.input_ids, 1.0))
+
+
+def test_gradient_checkpointing_gives_the_same_gradient():
+    from rlvr.models import enable_checkpointing
+
+    batch = _batch()
+    grads = []
+    for on in (False, True):
+        model = _qwen3()
+        enable_checkpointing(model, on)
+        model.train()
+        lp, _ = token_stats(model, batch, 1.0)
+        lp[batch.response_mask].sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert model.is_gradient_checkpointing
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7, msg=n)
