@@ -172,8 +172,16 @@ class _HFDecoder:
         self.mask = self.mask[rows]
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        # only the last column is sampled: a prefill need not compute [b, P, V] logits
+        keep = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
         out = self.model(
             input_ids=input_ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
-            use_cache=True,
+            use_cache=True, **keep,
         )
         return out.logits[:, -1]  # [b, V]
+
+
+def _accepts(model, name: str) -> bool:
+    import inspect
+
+    return name in inspect.signature(model.forward).parameters
