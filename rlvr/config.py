@@ -39,6 +39,10 @@ class ModelConfig:
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
     init_seed: int = 0  # weight init of the embedded model
     gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, ~30% more time
+    lora_r: int = 0  # > 0: RL trains LoRA adapters of this rank (peft) instead of every weight; the reference is the base
+    lora_alpha: float = 0.0  # LoRA scaling numerator (0: 2 * lora_r)
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"  # peft target_modules: "all-linear" or comma-separated module names
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,17 @@ def _check(cfg: Config, source: str) -> None:
     need(not rl.kl_in_reward or rl.kl_coef > 0, "rl.kl_in_reward", "needs rl.kl_coef > 0 (the weight of the KL reward)")
     need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
     need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
+    m = cfg.model
+    need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",
+         "must be >= 0 / >= 0 / in [0, 1)")
+    if m.lora_r:
+        import importlib.util
+
+        need(importlib.util.find_spec("peft") is not None, "model.lora_r",
+             "needs the peft library: pip install peft (or pip install 'rlvr[lora]')")
+        need(m.name_or_path != "embedded", "model.lora_r with model.name_or_path=embedded",
+             "is not supported: a LoRA checkpoint names its base model by path; train the embedded model fully, or "
+             "save it first (rlvr sft writes OUT/model) and point model.name_or_path there")
     need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
          "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
     need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")

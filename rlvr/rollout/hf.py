@@ -174,14 +174,15 @@ class _HFDecoder:
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # only the last column is sampled: a prefill need not compute [b, P, V] logits
         keep = {"logits_to_keep": 1} if _accepts(self.model, "logits_to_keep") else {}
-        out = self.model(
-            input_ids=input_ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
-            use_cache=True, **keep,
-        )
+        cache = "cache" if _accepts(self.model, "cache") else "past_key_values"  # renamed in transformers 5.x
+        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
+                         **{cache: self.cache}, **keep)
         return out.logits[:, -1]  # [b, V]
 
 
 def _accepts(model, name: str) -> bool:
+    """Does the model's forward take keyword `name`? (A peft wrapper: its base model's forward.)"""
     import inspect
 
-    return name in inspect.signature(model.forward).parameters
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(inner.forward).parameters

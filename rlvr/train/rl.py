@@ -202,6 +202,9 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
     rl, mask = cfg.rl, batch.response_mask
     if tr.ref_model is not None:
         batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg)
+    elif rl.kl_coef > 0 and hasattr(tr.model, "disable_adapter"):  # LoRA: the base model is the reference
+        with tr.model.disable_adapter():
+            batch.ref_logprobs = frozen_logprobs(tr.model, batch, cfg)
     token_rewards = None
     if rl.kl_in_reward:  # -beta * k1 at each sampled token, with the policy's own logprobs: the
         # engine's are those of the nucleus-truncated distribution when top_p < 1 (and may come

@@ -19,7 +19,8 @@ from rlvr.train.sft import cosine_schedule
 
 @dataclass
 class Trainer:
-    """What one RL step touches. `ref_model` exists when kl_coef > 0, `critic` when advantage=gae."""
+    """What one RL step touches. `ref_model` exists when kl_coef > 0 (unless the policy has LoRA
+    adapters: then the reference is the policy with them switched off), `critic` when advantage=gae."""
 
     model: torch.nn.Module
     tokenizer: object
@@ -34,23 +35,26 @@ class Trainer:
 
 def make_optimizer(model, cfg: Config):
     rl = cfg.rl
-    opt = torch.optim.AdamW(model.parameters(), lr=rl.lr, weight_decay=rl.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=rl.lr, weight_decay=rl.weight_decay)
     total = rl.steps * rl.inner_epochs
     return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
 
 
 def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
-    from rlvr.models import enable_checkpointing, eos_token_ids, load_policy
+    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
-    model, tokenizer = load_policy(str(start_from or cfg.model.name_or_path), seed=cfg.model.init_seed,
-                                   dtype=cfg.model.dtype)
+    lora = cfg.model.lora_r > 0
+    model, tokenizer = load_policy(str(cfg.model.name_or_path if lora else start_from or cfg.model.name_or_path),
+                                   seed=cfg.model.init_seed, dtype=cfg.model.dtype)
     enable_checkpointing(model, cfg.model.gradient_checkpointing)
+    if lora:  # adapters on the base; a checkpoint holds the adapters (transformers + peft load it as is)
+        model = add_lora(model, cfg.model, adapter=str(start_from) if start_from else None)
     tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
                  *make_optimizer(model, cfg), reward)
-    if cfg.rl.kl_coef > 0:
+    if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
         tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
         tr.ref_model.eval().requires_grad_(False)
     if cfg.rl.advantage == "gae":
