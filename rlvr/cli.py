@@ -173,12 +173,16 @@ def cmd_verify(args) -> None:
     path = Path(args.file)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if args.timeout <= 0 or args.workers < 1:
+        raise ValueError("--timeout must be > 0 seconds and --workers >= 1")
     from rlvr.tasks.jsonl import iter_jsonl
 
     rows = []
     for n, row in iter_jsonl(path):
         if not isinstance(row, dict):
             raise ValueError(f"{path} line {n}: expected a JSON object with \"gold\" and \"response\"")
+        if isinstance(row.get("gold"), (int, float)) and not isinstance(row.get("gold"), bool):
+            row["gold"] = str(row["gold"])
         for key in ("gold", "response"):
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{path} line {n}: field {key!r} is missing or not a string; "

@@ -100,7 +100,12 @@ def answer_tools(spec: str):
 
 def check_reward(spec: str) -> None:
     """Fail early, without importing user code, on a task.reward that cannot be resolved."""
-    for _, name in parse_reward(spec):
+    terms = parse_reward(spec)
+    if len(terms) > 1 and terms[0][1].startswith("format_"):
+        raise ValueError(f"task.reward={spec!r}: the first term is the correctness reward (accuracy, dynamic "
+                         f"sampling and evaluation read it), not a format reward; write it first, e.g. "
+                         f"'math + 0.2*{terms[0][1]}'")
+    for _, name in terms:
         if ":" not in name and name not in REWARDS:
             close = difflib.get_close_matches(name, REWARDS.names(), n=1)
             hint = f"did you mean {close[0]}? " if close else ""

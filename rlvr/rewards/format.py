@@ -33,13 +33,19 @@ from rlvr.rewards.exact import last_boxed
 from rlvr.types import Sample
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-_SOFT = re.compile(r"<think>.*?</think>.*?<answer>.*?</answer>", re.DOTALL)
 _STRICT = re.compile(r"<think>\n(.*)\n</think>\n<answer>\n(.*)\n</answer>", re.DOTALL)
 
 
 def has_think_answer(text: str) -> bool:
-    """A <think>...</think> block and, after it, an <answer>...</answer> block, anywhere."""
-    return _SOFT.search(text) is not None
+    """A <think>...</think> block and, after it, an <answer>...</answer> block, anywhere. (String
+    search, not a regex: a lazy pattern goes cubic on a degenerate rollout full of tags.)"""
+    pos = 0
+    for tag in ("<think>", "</think>", "<answer>", "</answer>"):
+        pos = text.find(tag, pos)
+        if pos < 0:
+            return False
+        pos += len(tag)
+    return True
 
 
 def is_strict_format(text: str) -> bool:

@@ -7,14 +7,13 @@ over a pipe, and a worker that overruns its deadline is killed and replaced. Thi
 any thread, inside a daemonic multiprocessing worker (plain subprocesses, not
 `multiprocessing`), and after a fork, and the caller always gets an answer.
 
-    pool = GuardedPool("rlvr.rewards.math:equivalent", workers=2, timeout=5.0)
+    pool = GuardedPool("/path/to/math_equiv.py:equivalent", workers=2, timeout=5.0)
     pool.map([(gold, answer, problem), ...])  -> [(value, error), ...]
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib
 import json
 import os
 import selectors
@@ -25,15 +24,31 @@ import time
 
 
 def _load(target: str):
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """"package.module:function", or "/path/to/file.py:function" (imported alone, without its
+    package: a worker then loads only what that file imports)."""
+    import importlib
+    import importlib.util
+
+    module, _, name = target.rpartition(":")
+    if module.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(f"_guarded_{abs(hash(module))}", module)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    return mod, getattr(mod, name)
 
 
 class _Worker:
-    def __init__(self, target: str):
+    def __init__(self, target: str, memory_mb: int):
+        import tempfile
+
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "rlvr.rewards.guard", target], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        self.stderr = tempfile.TemporaryFile()  # why a worker died, for the error message
+        # this file run as a script (not as rlvr.rewards.guard: the package would import torch); -P: its folder,
+        # which holds rewards/math.py, must not shadow the standard library's math on sys.path
+        self.proc = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), target, str(memory_mb)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, bufsize=0)
         self.buffer = b""
         self.job: int | None = None  # index of the item in flight
         self.deadline = 0.0
@@ -60,12 +75,24 @@ class _Worker:
         except Exception:  # noqa: BLE001 - already gone
             pass
 
+    def error_tail(self) -> str:
+        try:
+            self.stderr.seek(0)
+            return self.stderr.read()[-1500:].decode(errors="replace")
+        except Exception:  # noqa: BLE001
+            return ""
+
 
 class GuardedPool:
     """Worker processes that call `target(*args)`; each call has `timeout` seconds, hard."""
 
-    def __init__(self, target: str, workers: int = 1, timeout: float = 5.0, startup_timeout: float = 60.0):
+    def __init__(self, target: str, workers: int = 1, timeout: float = 5.0, startup_timeout: float = 60.0,
+                 memory_mb: int = 4096):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.target, self.n, self.timeout, self.startup_timeout = target, max(1, workers), timeout, startup_timeout
+        self.memory_mb = memory_mb  # address-space limit of a worker: a runaway expansion fails, not the host
+        self.failed_starts = 0  # workers in a row that died before they could answer
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()  # one map at a time; callers from several threads queue here
         self.pid = os.getpid()
@@ -73,7 +100,7 @@ class GuardedPool:
         atexit.register(self.close)
 
     def _spawn(self) -> _Worker:
-        w = _Worker(self.target)
+        w = _Worker(self.target, self.memory_mb)
         w.send(-1, None, self.startup_timeout)  # a ping: the first reply comes once imports are done
         return w
 
@@ -101,16 +128,24 @@ class GuardedPool:
                         w = key.data
                         try:
                             line = w.read_line()
-                        except EOFError:  # the worker died (out of memory, a crash): retire it
-                            line = json.dumps([None, "error: worker exited"])
+                        except EOFError:  # the worker died (out of memory, a crash): always replace it
+                            if w.job == -1:  # before its first answer: it cannot start at all
+                                self.failed_starts += 1
+                                if self.failed_starts >= 3:
+                                    raise RuntimeError(f"{self.target}: worker processes exit before they start:\n"
+                                                       f"{w.error_tail()}") from None
+                            elif w.job is not None:
+                                out[w.job] = (None, "error: worker exited")
+                            self._replace(sel, w)
+                            continue
                         if line is None:
                             continue
                         value, error = json.loads(line)
-                        if w.job >= 0:
+                        if w.job is not None and w.job >= 0:
                             out[w.job] = (value, error)
+                        elif w.job == -1:
+                            self.failed_starts = 0
                         w.job = None
-                        if w.proc.poll() is not None:
-                            self._replace(sel, w)
                     now = time.monotonic()
                     for w in list(self.workers):
                         if w.job is not None and now >= w.deadline:
@@ -129,6 +164,7 @@ class GuardedPool:
     def _replace(self, sel, w: _Worker) -> None:
         sel.unregister(w.proc.stdout)
         w.kill()
+        w.stderr.close()
         fresh = self._spawn()
         self.workers[self.workers.index(w)] = fresh
         sel.register(fresh.proc.stdout, selectors.EVENT_READ, fresh)
@@ -139,8 +175,21 @@ class GuardedPool:
         self.workers = []
 
 
-def _serve(target: str) -> None:
-    fn = _load(target)
+def _serve(target: str, memory_mb: int) -> None:
+    import resource
+
+    if sys.platform.startswith("linux"):  # die with the parent, even when it is killed (OOM killer, torchrun)
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent is already gone
+            return
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    module, fn = _load(target)
+    if hasattr(module, "warmup"):  # heavy imports now, before the first call's time limit starts
+        module.warmup()
     out = sys.stdout.buffer
     for raw in sys.stdin.buffer:
         args = json.loads(raw)
@@ -156,4 +205,4 @@ def _serve(target: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1])
+    _serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4096)

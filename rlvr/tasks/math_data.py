@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlvr.config import TaskConfig
-from rlvr.rewards.exact import last_boxed
+from rlvr.rewards.math_equiv import _boxes
 from rlvr.tasks import TaskData
 from rlvr.types import Sample
 
@@ -227,7 +227,8 @@ def boxed_answer(solution: str) -> str | None:
     >>> boxed_answer(r"so $x = \\boxed{\\frac{1}{2}}$, not \\boxed{3} ... hence $\\boxed{\\frac{\\sqrt{2}}{2}}$.")
     '\\\\frac{\\\\sqrt{2}}{2}'
     """
-    got = last_boxed(solution.replace("\\fbox{", "\\boxed{"))
+    boxes = [b for b in _boxes(solution) if b[2] is not None]  # \boxed{..}, \fbox{..}, and "\boxed 5"
+    got = boxes[-1][2] if boxes else None
     return got.strip() if got is not None and got.strip() else None
 
 

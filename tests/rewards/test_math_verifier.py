@@ -183,3 +183,71 @@ def test_cli_verify(tmp_path):
     done = subprocess.run([sys.executable, "-m", "rlvr", "verify", str(bad)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "line 1: not valid JSON" in done.stderr
+
+
+# found by review: each was accepted once (gold, extracted answer)
+WRONG = [
+    (r"\infty", "5"), (r"\infty", r"-\infty"), (r"[2,\infty)", "[2,7)"),
+    (r"(-\infty,-1)\cup(1,\infty)", r"(0,-1)\cup(1,0)"),  # an infinite tolerance once matched anything
+    ("2", "2x"), ("2", "2 pi"), ("1", "1 million"), ("0", "0 point 5"), ("3", "3 or more"),
+    ("3", r"3 \text{ is wrong}"), ("(1,2)", "(1x, 2y)"),  # words after a number are not all units
+    ("C", "(C) or (D)"), ("C", "(C), (D)"), ("C", "C. Not D"), ("A, C", "(A), (C) are wrong"),  # hedged choices
+    ("2", r"2\text{ (or 3)}"), ("2", r"2 \text{ or }"),  # a hedge inside the box
+    ("5", "5 percent"), ("5", r"5 \text{ percent}"),  # a percent in words is still a percent
+    ("2^{200}", "2^{200}+1"), ("10^{-50}", r"2\cdot 10^{-50}"), ("0", "10^{-60}"),  # exact, not to a tolerance
+    ("a+b", "A+B"), (r"\theta", r"\Theta"), ("c", "C"),  # case of variables
+    ("12", "1 2"), ("1,200", "1, 200"), ("3", "x=4=3"), (r"2 \pmod 5", r"2 \pmod 7"),
+]
+
+
+@pytest.mark.parametrize("gold, answer", WRONG)
+def test_review_false_accepts(gold, answer):
+    assert verify(gold, box(answer)) is False
+
+
+@pytest.mark.parametrize("text", [r"\boxed{2} \text{ or } \boxed{3}", r"\boxed{2} \vee \boxed{3}",
+                                  r"\boxed{2} / \boxed{3}"])
+def test_hedges_between_boxes(text):
+    assert extract_answer(text) is None
+
+
+def test_pathological_responses_are_fast_and_false():
+    """Long blank runs, thousands of tags, a 5,000-digit number: no regex goes polynomial, no
+    integer conversion raises; each is decided in this process in well under a second."""
+    import time
+
+    cases = [("2", r"\boxed{1" + " " * 2500 + "2}"), ("2", "\\boxed{2" + " \\quad" * 2000 + "}"),
+             ("1", "\\boxed{1" + " \\," * 5000 + "}"), ("1", "<answer>" * 12500), ("1", "\\boxed{" + "1" * 5000 + "}")]
+    t = time.perf_counter()
+    assert verify_batch(cases) == [False] * len(cases)
+    assert time.perf_counter() - t < 5
+
+
+def test_brace_less_box():
+    assert extract_answer(r"so the answer is $\boxed 5$.") == "5"
+
+
+def test_guard_survives_dying_workers_and_fails_fast_when_none_can_start():
+    from rlvr.rewards.guard import GuardedPool
+
+    pool = GuardedPool("os:_exit", workers=2, timeout=2)
+    for _ in range(3):  # every call kills its worker; the pool answers and replaces it each time
+        assert pool.map([(0,), (0,)]) == [(None, "error: worker exited")] * 2
+    pool.close()
+    broken = GuardedPool("no_such_module_xyz:f", timeout=2)
+    with pytest.raises(RuntimeError, match="exit before they start"):
+        broken.map([(1,)])
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        GuardedPool("os:getpid", timeout=0)
+
+
+def test_workers_do_not_import_torch():
+    from rlvr.rewards.guard import GuardedPool
+
+    pool = GuardedPool("sys:modules.__contains__", timeout=30)
+    pool.close()
+    from rlvr.rewards import math as math_reward
+
+    probe = GuardedPool(f"{Path(math_reward.math_equiv.__file__)}:_torch_loaded", timeout=30)
+    assert probe.map([()]) == [(False, None)]
+    probe.close()
