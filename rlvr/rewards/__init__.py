@@ -91,10 +91,12 @@ def answer_tools(spec: str):
     equivalence when the correctness term is `math`; else the last \\boxed{} and string equality."""
     from rlvr.rewards.exact import last_boxed
 
-    if parse_reward(spec)[0][1] == "math":
+    first = parse_reward(spec)[0][1]
+    if first in ("math", "math_lenient"):
         from rlvr.rewards import math as math_reward
 
-        return math_reward.extract_answer, math_reward.same_answer
+        mode = "lenient" if first == "math_lenient" else "strict"
+        return (lambda text: math_reward.extract_answer(text, mode)), math_reward.same_answer
     return last_boxed, None
 
 

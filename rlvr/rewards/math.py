@@ -14,7 +14,7 @@ from rlvr.rewards import math_equiv
 from rlvr.rewards.math_equiv import equivalent, extract_answer  # noqa: F401 (re-exported: the public API)
 from rlvr.types import Sample
 
-__all__ = ["equivalent", "extract_answer", "verify", "verify_batch", "same_answer", "math_reward"]
+__all__ = ["equivalent", "extract_answer", "verify", "verify_batch", "same_answer", "math_reward", "math_lenient_reward"]
 
 _clean, _key, _plain_number = math_equiv._clean, math_equiv._key, math_equiv._plain_number
 MAX_ANSWER_CHARS = 1000  # a longer "final answer" is no answer (and would make the checks slow)
@@ -100,6 +100,14 @@ def math_reward(completion: str, sample: Sample) -> float:
     return float(verify(sample.answer, completion, sample.prompt))
 
 
+@REWARDS.register("math_lenient")
+def math_lenient_reward(completion: str, sample: Sample) -> float:
+    """As `math`, but an unboxed final answer counts too ("the answer is 5", else the last number):
+    for evaluating models that were not trained to box (`rlvr eval ... task.reward=math_lenient`);
+    train on `math`, which gives a policy no credit for an answer it did not commit to."""
+    return float(verify(sample.answer, completion, sample.prompt, mode="lenient"))
+
+
 def _math_reward_batch(completions: list[str], samples: list[Sample], workers: int = 2) -> list[float]:
     """The `math` reward for many completions at once, the algebra spread over worker processes."""
     return [float(v) for v in verify_batch([(s.answer, c, s.prompt) for c, s in zip(completions, samples)],
@@ -107,3 +115,5 @@ def _math_reward_batch(completions: list[str], samples: list[Sample], workers: i
 
 
 math_reward.batch = _math_reward_batch  # rlvr.rewards.score_many uses it when a reward has one
+math_lenient_reward.batch = lambda completions, samples: [  # noqa: E731
+    float(v) for v in verify_batch([(s.answer, c, s.prompt) for c, s in zip(completions, samples)], mode="lenient")]

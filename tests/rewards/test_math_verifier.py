@@ -156,6 +156,13 @@ def test_a_hanging_check_is_stopped_in_a_daemonic_worker_process():
     p.join(timeout=30)
 
 
+def test_lenient_reward_for_evaluation():
+    sample = Sample(prompt="What is 2+3?", answer="5")
+    assert resolve("math")("The answer is 5.", sample) == 0.0
+    assert resolve("math_lenient")("The answer is 5.", sample) == 1.0
+    assert resolve("math_lenient").batch(["so 2 + 3 = 5", "it is 6"], [sample, sample]) == [1.0, 0.0]
+
+
 def test_registered_reward_uses_the_sample():
     reward = resolve("math")
     sample = Sample(prompt="Compute $1/2 + 1/4$.", answer=r"\frac{3}{4}")
