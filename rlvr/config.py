@@ -125,6 +125,7 @@ class CriticConfig:
     """The value model of PPO (used when rl.advantage is gae): a transformer with a scalar head."""
 
     name_or_path: str | None = None  # None: the policy's starting weights, plus a zero-initialised value head
+    shared: bool = False  # true: a value head on the policy's own (detached) hidden states, no second model
     lr: float = 1e-3
     warmup_steps: int = 0  # RL steps that train only the critic, before the policy moves
     value_clip: float = 0.2  # PPO value clipping around the rollout-time values (0: off)

@@ -8,6 +8,10 @@ the plain returns; `critic.warmup_steps` lets it learn before the policy moves.
 
 A checkpoint of the critic is a Hugging Face folder (the backbone with its LM head and the
 tokenizer, which from_pretrained loads as it is) plus `value_head.pt`.
+
+`critic.shared: true` puts the head on the policy instead: it reads the policy's own last hidden
+states, detached, so there is no second model in memory and the value loss trains the head alone
+(the policy's weights move only with the policy loss). Its checkpoint is `value_head.pt` alone.
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ HEAD = "value_head.pt"
 
 
 class ValueModel(nn.Module):
-    def __init__(self, lm, tokenizer):
+    def __init__(self, lm, tokenizer, shared: bool = False):
         super().__init__()
-        self.lm = lm  # a causal LM; only its decoder (base_model) runs
+        self.shared = shared
+        if shared:  # the policy itself, not registered: its parameters are not the critic's
+            object.__setattr__(self, "lm", lm)
+        else:
+            self.lm = lm  # a causal LM; only its decoder (base_model) runs
         self.tokenizer = tokenizer  # saved alongside, so the critic folder loads on its own
         self.head = nn.Linear(lm.config.hidden_size, 1, dtype=lm.dtype, device=lm.device)
         nn.init.zeros_(self.head.weight)
@@ -40,22 +48,30 @@ class ValueModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """values [B,T] float32: entry t is V of the state before token t (the prefix up to t-1),
         read from the hidden state at t-1, like token_logprobs' entry t; entry 0 is 0."""
-        hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
-        v = self.head(hidden).squeeze(-1).float()  # [B,T], value after token t
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.shared):
+            hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
+        v = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # [B,T], value after token t
         return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
 
     def save(self, folder: Path) -> None:
-        self.lm.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if not self.shared:  # a shared head's backbone is the policy, saved as the checkpoint itself
+            self.lm.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
         torch.save(self.head.state_dict(), Path(folder) / HEAD)
 
 
-def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto") -> ValueModel:
-    """A critic from a policy (zero head) or from a saved critic folder (its trained head)."""
+def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto", policy=None) -> ValueModel:
+    """A critic from a policy (zero head) or from a saved critic folder (its trained head). With
+    `policy`, a head on that model's own hidden states (critic.shared); name_or_path then only
+    says where a trained head may be."""
     from rlvr.models import load_policy
 
-    lm, tokenizer = load_policy(name_or_path, seed=seed, dtype=dtype)
-    critic = ValueModel(lm, tokenizer)
+    if policy is not None:
+        critic = ValueModel(policy, None, shared=True)
+    else:
+        lm, tokenizer = load_policy(name_or_path, seed=seed, dtype=dtype)
+        critic = ValueModel(lm, tokenizer)
     head = Path(name_or_path) / HEAD
     if head.exists():
         critic.head.load_state_dict(torch.load(head, weights_only=True))

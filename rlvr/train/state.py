@@ -59,7 +59,8 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
         tr.ref_model.eval().requires_grad_(False)
     if cfg.rl.advantage == "gae":
         source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
-        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype,
+                                policy=tr.model if cfg.critic.shared else None)
         tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
                                                 weight_decay=cfg.critic.weight_decay)
     return tr

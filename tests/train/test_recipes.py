@@ -71,6 +71,39 @@ def test_ppo_resume_restores_the_critic_exactly(tiny_llama_dir, tmp_path):
     assert [r["value_loss"] for r in rows(straight)] == [r["value_loss"] for r in rows(part)]
 
 
+def test_a_value_head_on_the_policy(tiny_llama_dir, tmp_path):
+    """critic.shared: the head reads the policy's hidden states; only the head is the critic's,
+    the value loss never moves the policy, and the checkpoint's critic is the head alone; resume
+    is exact."""
+    from rlvr.train import state
+    from rlvr.train.critic import update_critic
+    from tests.train.test_invariance import make_batch
+
+    cfg = recipe("ppo", tiny_llama_dir, tmp_path / "probe", "critic.shared=true")
+    tr = state.build_trainer(cfg, None)
+    assert [p.shape for p in tr.critic.parameters()] == [p.shape for p in tr.critic.head.parameters()]
+    torch.nn.init.normal_(tr.critic.head.weight, std=0.1)
+    batch = make_batch(tr.model.config.vocab_size)
+    batch.old_values = torch.zeros(batch.response_mask.shape)
+    batch.returns = torch.where(batch.response_mask, 1.0, 0.0)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    head = tr.critic.head.weight.detach().clone()
+    update_critic(tr.critic, tr.critic_optimizer, batch, cfg)
+    assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    assert not torch.equal(head, tr.critic.head.weight)
+
+    straight, part = tmp_path / "straight", tmp_path / "part"
+    train_rl(recipe("ppo", tiny_llama_dir, straight, "rl.steps=3", "critic.shared=true"))
+    train_rl(recipe("ppo", tiny_llama_dir, part, "rl.steps=1", "critic.shared=true"))
+    train_rl(recipe("ppo", tiny_llama_dir, part, "rl.steps=3", "critic.shared=true"), resume=True)
+    a, b = checkpoint.latest(straight), checkpoint.latest(part)
+    assert sorted(p.name for p in (a / "critic").iterdir()) == ["value_head.pt"]
+    ha, hb = torch.load(a / "critic" / "value_head.pt"), torch.load(b / "critic" / "value_head.pt")
+    assert all(torch.equal(ha[k], hb[k]) for k in ha) and ha["weight"].abs().sum() > 0
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_dynamic_sampling_resamples_until_the_batch_is_full(tiny_llama_dir, tmp_path):
     """With a reward that gives most groups no spread, DAPO samples more rounds and trains on
     exactly prompts_per_step groups when it finds them."""
