@@ -4,7 +4,10 @@
 
 Both sides sample at temperature 1 with EOS disabled (min length = max length), so they decode
 exactly the same number of tokens; the embedded model is random-init, which is the worst case
-for us (no early stops to drop). Prints a table and one JSON line.
+for us (no early stops to drop). Also prints the machine's limit for this model: the measured
+float32 matmul rate (a large square matmul, best of several) divided by the model's FLOPs per
+generated token (2 x parameters touched per token + attention over the mean context), and the
+fraction of it each engine reaches. Prints a table and one JSON line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,31 @@ def timed(fn, repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def matmul_flops(n: int = 1024, seconds: float = 1.0) -> float:
+    """Measured float32 FLOP/s of an n x n matmul on this machine (best of the repeats)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best, t_end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t0))
+    return best
+
+
+def flops_per_token(model, context: float) -> float:
+    """Forward FLOPs to generate one token: 2 per weight it multiplies (every matrix except the
+    input embedding lookup; a tied output layer counts once) plus attention: q.k and p.v over
+    `context` cached positions, 2 x 2 x heads x head_dim per position and layer."""
+    c = model.config
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embed
+    weights = sum(p.numel() for p in model.parameters() if p.dim() >= 2) - (0 if tied else embed.numel())
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return 2 * weights + 4 * c.num_hidden_layers * c.num_attention_heads * head_dim * context
 
 
 def main() -> None:
@@ -56,12 +84,18 @@ def main() -> None:
 
     theirs = timed(hf, args.repeats)
     n_tokens = args.batch * args.new_tokens
+    rate = matmul_flops()
+    context = sum(len(p) for p in prompts) / len(prompts) + args.new_tokens / 2
+    limit = rate / flops_per_token(model, context)  # tokens/s if every FLOP ran at the matmul rate
     row = {"model": args.model, "batch": args.batch, "new_tokens": args.new_tokens,
-           "ours_tok_s": round(n_tokens / ours), "hf_tok_s": round(n_tokens / theirs), "ratio": round(theirs / ours, 2)}
-    print(f"{'engine':<20}{'seconds':>10}{'tokens/s':>12}")
-    print(f"{'rlvr HFEngine':<20}{ours:>10.3f}{row['ours_tok_s']:>12}")
-    print(f"{'model.generate':<20}{theirs:>10.3f}{row['hf_tok_s']:>12}")
-    print(f"ratio (ours / generate): {row['ratio']}x")
+           "ours_tok_s": round(n_tokens / ours), "hf_tok_s": round(n_tokens / theirs), "ratio": round(theirs / ours, 2),
+           "matmul_gflop_s": round(rate / 1e9, 1), "limit_tok_s": round(limit),
+           "ours_of_limit": round(n_tokens / ours / limit, 3), "hf_of_limit": round(n_tokens / theirs / limit, 3)}
+    print(f"{'engine':<20}{'seconds':>10}{'tokens/s':>12}{'of limit':>10}")
+    print(f"{'rlvr HFEngine':<20}{ours:>10.3f}{row['ours_tok_s']:>12}{100 * row['ours_of_limit']:>9.1f}%")
+    print(f"{'model.generate':<20}{theirs:>10.3f}{row['hf_tok_s']:>12}{100 * row['hf_of_limit']:>9.1f}%")
+    print(f"ratio (ours / generate): {row['ratio']}x; limit {row['limit_tok_s']} tokens/s "
+          f"({row['matmul_gflop_s']} GFLOP/s float32 matmul, {flops_per_token(model, context) / 1e6:.2f} MFLOP per token)")
     print(json.dumps(row))
 
 
