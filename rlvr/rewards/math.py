@@ -1,6 +1,6 @@
 """`math`: the math verifier as a reward, with hard time limits and a batch API.
 
-The logic (extraction, normalisation, equivalence) is in rewards/math_equiv.py; every check
+Extraction is in rewards/math_extract.py, normalisation and equivalence in math_equiv.py; every check
 that needs algebra runs there, in worker processes with a hard time limit (rewards/guard.py), so
 `verify` never raises and never hangs, from any thread or process.
 """
@@ -11,7 +11,8 @@ from pathlib import Path
 
 from rlvr.rewards import REWARDS
 from rlvr.rewards import math_equiv
-from rlvr.rewards.math_equiv import equivalent, extract_answer  # noqa: F401 (re-exported: the public API)
+from rlvr.rewards.math_equiv import equivalent
+from rlvr.rewards.math_extract import extract_answer
 from rlvr.types import Sample
 
 __all__ = ["equivalent", "extract_answer", "verify", "verify_batch", "same_answer", "math_reward", "math_lenient_reward"]

@@ -1,97 +1,32 @@
-"""The math verifier's logic: extraction, normalisation, equivalence. Pure Python and sympy, no
-rlvr imports, so the worker processes that run it (rewards/guard.py) start without torch. The
-reward, the time limits and the batch API are in rewards/math.py.
-
-`math`: is the final answer of a response mathematically the gold answer?
+"""The math verifier's logic: is an extracted final answer mathematically the gold answer?
 
 The reward is only as good as its verifier: a false accept teaches the policy to game it, a
-false reject hides progress. Three layers:
+false reject hides progress. Extraction (the last box, <answer> tags, hedges) is in
+math_extract.py; here:
 
-1. Extraction (`extract_answer`): the last `\\boxed{...}` / `\\fbox{...}` (nested braces), or
-   the inside of `<answer>...</answer>`. Strict by default (training): no box, no answer. A
-   hedge ("\\boxed{2} or \\boxed{3}") is no answer; a revision (a box, more reasoning, another
-   box) is judged by the last box. `mode="lenient"` (evaluation) also takes "the answer is X"
-   or the last number of the response.
-2. Normalisation (`_clean`) of what math-verify misses: thin-space and `{,}` thousands, a
-   trailing period, `\\pmod`, ordinals, degrees, units and `\\$`, `\\text{}` words, repeating
-   decimals (`0.\\overline{3}` = 1/3), multiple-choice letters with text.
-3. Equivalence (`equivalent`): the structure first, from the strings: an ordered tuple or an
+1. Normalisation (`_clean`) of what math-verify misses: thin-space and `{,}` thousands, a
+   trailing period, `\\pmod`, ordinals, degrees, units and `\\$` (from a list, or a non-committal
+   `\\text{}` after a value), `\\text{}` words, repeating decimals (`0.\\overline{3}` = 1/3),
+   multiple-choice letters with text, percent in words.
+2. Equivalence (`equivalent`): the structure first, from the strings: an ordered tuple or an
    interval keeps its order and bracket types, a set or a list of solutions is unordered, a
-   union is a set of intervals, `a \\pm b` is the list (a + b, a - b); then each element with
-   math-verify's parser (latex2sympy2) and, for numbers, an exact comparison (50 digits):
-   a rounded decimal is not the exact fraction (0.3333333 is not 1/3), `5\\%` is not 5 unless
-   the problem asks for a percent. Symbolic expressions use math-verify's `verify`.
+   union is a set of intervals, `a \\pm b` is the list (a + b, a - b); hedges ("or" inside the
+   answer) and stray words are refused; then each element with math-verify's parser
+   (latex2sympy2): numbers compare exactly (rationals as rationals, others by a zero simplified
+   difference or 100 digits; infinities only equal themselves), so a rounded decimal is not the
+   exact fraction; `5\\%` is not 5 unless the problem asks for a percent; variables keep their
+   case; symbolic expressions use math-verify's `verify`.
 
-`verify` and `verify_batch` run the equivalence in worker processes with a hard time limit
-(rewards/guard.py): it never raises and never hangs, from any thread or process.
+Pure Python and sympy, no rlvr imports: the worker processes that run `equivalent` with a hard
+time limit (rewards/guard.py, used by rewards/math.py) import this file alone, so they start
+without torch. That is also why it stays one file past the style budget: a worker cannot import
+a sibling module without putting this folder, and its math.py, on sys.path.
 """
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
-
-# ---------------------------------------------------------------- 1. extraction
-
-_BOX = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|\s+(?=[^\s{]))")
-
-
-def _boxes(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, content) of every closed \\boxed{...} / \\fbox{...} (and of "\\boxed 5", the
-    brace-less form some MATH solutions use), in order."""
-    out, pos = [], 0
-    while (m := _BOX.search(text, pos)) is not None:
-        if not m.group().endswith("{"):  # \boxed 5: one token
-            token = re.match(r"[^\s$]+", text[m.end() :]).group()
-            out.append((m.start(), m.end() + len(token), token))
-            pos = m.end() + len(token)
-            continue
-        depth, j = 1, m.end()
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth:  # unclosed: nothing after it can close a box either
-            out.append((m.start(), len(text), None))
-            break
-        out.append((m.start(), j, text[m.end() : j - 1]))
-        pos = j
-    return out
-
-
-_HEDGE = re.compile(r"^[\s$.,;:]*(?:either\s+|,\s*)?(?:or\b|\\vee\b|\\lor\b|/)", re.I)
-_JOIN = re.compile(r"^[\s$]*(?:,|and|&|\\text\{\s*and\s*\}|\\quad|\\qquad)[\s$]*(?:and)?[\s$]*$", re.I)
-
-
-def extract_answer(text: str, mode: str = "strict") -> str | None:
-    """The final answer of a response, or None (no answer, an unclosed box, or a hedge)."""
-    end = text.rfind("</answer>")
-    start = text.rfind("<answer>", 0, end) if end >= 0 else -1
-    if start >= 0:
-        inner = text[start + len("<answer>") : end]
-        return extract_answer(inner, "strict") if _BOX.search(inner) else _strip_math(inner)
-    boxes = _boxes(text)
-    if boxes:
-        if boxes[-1][2] is None:
-            return None
-        last = [boxes[-1]]  # boxes joined by "and" / "," at the very end form one list answer
-        while len(last) < len(boxes):
-            prev = boxes[-len(last) - 1]
-            between = _plain_text(text[prev[1] : last[0][0]])
-            if prev[2] is None or not (_JOIN.match(between) or _HEDGE.match(between)):
-                break
-            if _HEDGE.match(between) and _key(prev[2]) != _key(last[0][2]):
-                return None  # "\boxed{2} or \boxed{3}": a hedge is no answer
-            last.insert(0, prev)
-        contents = list(dict.fromkeys(b[2].strip() for b in last))
-        return ", ".join(contents)
-    if mode == "lenient":
-        m = re.findall(r"answer is[:\s]*\$?([^$\n]+?)\$?\s*(?:\.\s*$|\n|$)", text, re.I | re.M)
-        if m:
-            return _strip_math(m[-1])
-        nums = re.findall(r"-?\d+(?:[.,]\d+)*(?:/\d+)?", text)
-        return nums[-1] if nums else None
-    return None
-
 
 def _strip_math(s: str) -> str:
     s = s.strip()
@@ -107,7 +42,7 @@ def _key(s: str) -> str:
     return re.sub(r"\s+", "", re.sub(r"(?<=\d)\s+(?=\d)|(?<=\d,)\s+(?=\d)", "\x00", s))
 
 
-# ---------------------------------------------------------------- 2. normalisation
+# ---------------------------------------------------------------- normalisation
 
 _UNIT_WORDS = (
     r"(?:units?|square|cubic|sq|cm|centimeters?|m|meters?|km|kilometers?|mm|inch(?:es)?|in|feet|foot|ft|yards?|yd|"
@@ -220,7 +155,7 @@ def _words(s: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- 3. structure and equivalence
+# ---------------------------------------------------------------- structure and equivalence
 
 _OPEN, _CLOSE = "([{", ")]}"
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlvr.config import TaskConfig
-from rlvr.rewards.math_equiv import _boxes
+from rlvr.rewards.math_extract import _boxes
 from rlvr.tasks import TaskData
 from rlvr.types import Sample
 
