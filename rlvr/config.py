@@ -128,6 +128,7 @@ class CriticConfig:
     shared: bool = False  # true: a value head on the policy's own (detached) hidden states, no second model
     lr: float = 1e-3
     warmup_steps: int = 0  # RL steps that train only the critic, before the policy moves
+    epochs: int = 1  # critic optimizer steps per rollout batch
     value_clip: float = 0.2  # PPO value clipping around the rollout-time values (0: off)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -276,6 +277,7 @@ def _check(cfg: Config, source: str) -> None:
          "does not work: GSPO weighs whole sequences, so it needs one advantage per rollout (grpo, dr_grpo, rloo)")
     need(not rl.kl_in_reward or rl.kl_coef > 0, "rl.kl_in_reward", "needs rl.kl_coef > 0 (the weight of the KL reward)")
     need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
+    need(cfg.critic.epochs >= 1, "critic.epochs", "must be >= 1 (critic optimizer steps per rollout batch)")
     need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
     m = cfg.model
     need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",

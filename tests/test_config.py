@@ -35,6 +35,7 @@ def test_defaults_and_overrides(tmp_path):
         ("rl.overlong_penalty=-1", "rl.overlong_penalty must be >= 0"),
         ("rl.warmup_steps=-2", "rl.warmup_steps / sft.warmup_steps must be >= 0"),
         ("rl.loss=gspo", "set rl.clip_low and rl.clip_high"),
+        ("critic.epochs=0", "critic.epochs must be >= 1"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(override, message):

@@ -303,7 +303,8 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
         add_advantages(tr, batch, cfg)
         batch = batch.select(keep)
         if tr.critic is not None:
-            metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
+            for _ in range(cfg.critic.epochs):  # the value loss is fit more tightly than one step allows
+                metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
         if step >= cfg.critic.warmup_steps or tr.critic is None:
             tr.model.train()
             for epoch in range(cfg.rl.inner_epochs):
