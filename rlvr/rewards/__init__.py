@@ -153,23 +153,24 @@ def score_many(reward: Reward, completions, samples: list[Sample], reward_trunca
     correctness reward (a WeightedSum's first term, else the reward itself) is >= 1, and how many
     reward calls raised (each scores 0).
 
-    A response cut at max_new_tokens never finished its answer, so it scores 0 and is not correct
-    unless `reward_truncated`: otherwise a policy that stops emitting EOS after its answer keeps
-    full reward and drifts into max-length responses (seen in the demo: 55 -> 96 tokens within
-    20 steps). Training and evaluation use this one rule. A reward function with a `.batch`
-    attribute (the `math` verifier) scores the whole list in one call, in parallel."""
+    A response cut at max_new_tokens never finished its answer, so its correctness term scores 0
+    and it is not correct unless `reward_truncated`: otherwise a policy that stops emitting EOS
+    after its answer keeps full reward and drifts into max-length responses (seen in the demo:
+    55 -> 96 tokens within 20 steps). The other terms of a sum still count, so a format penalty
+    is not escaped by running out of tokens. Training and evaluation use this one rule. A reward
+    function with a `.batch` attribute (the `math` verifier) scores the whole list in one call,
+    in parallel."""
     texts = [c.text for c in completions]
     terms = reward.terms if isinstance(reward, WeightedSum) else ((1.0, "", reward),)
+    cut = [c.finish_reason == "length" and not reward_truncated for c in completions]
     total, correct, errors = [0.0] * len(texts), [False] * len(texts), 0
     for t, (weight, _, fn) in enumerate(terms):
         values, bad = _score_list(fn, texts, samples)
         errors += bad
-        total = [x + weight * v for x, v in zip(total, values)]
-        if t == 0:
+        if t == 0:  # the correctness term
+            values = [0.0 if c else v for v, c in zip(values, cut)]
             correct = [v >= 1 for v in values]
-    for i, c in enumerate(completions):
-        if c.finish_reason == "length" and not reward_truncated:
-            total[i], correct[i] = 0.0, False
+        total = [x + weight * v for x, v in zip(total, values)]
     return total, correct, errors
 
 

@@ -67,6 +67,22 @@ def test_correctness_is_the_first_term_even_when_the_sum_says_otherwise():
     assert resolve("0.5*exact").correctness is exact
 
 
+def test_score_many_truncation_removes_correctness_but_keeps_penalties():
+    """A response cut at max_new_tokens: the correctness term scores 0 (and it is not correct),
+    while a format penalty still applies -- running out of tokens must not escape it."""
+    from rlvr.rewards import score_many
+    from rlvr.types import Completion
+
+    r = resolve("exact + 1.0*format_strict")
+    done = Completion("\\boxed{4}", [1, 2], [0.0, 0.0], "stop")
+    cut = Completion("\\boxed{4}", [1, 2], [0.0, 0.0], "length")
+    total, correct, errors = score_many(r, [done, cut], [FOUR, FOUR])
+    # done: exact 1 + format_strict -1 = 0, correct; cut: exact counts 0, format_strict -1 = -1, not correct
+    assert (total, correct, errors) == ([0.0, -1.0], [True, False], 0)
+    assert score_many(r, [cut], [FOUR], reward_truncated=True)[:2] == ([0.0], [True])
+    assert score_many(resolve("exact"), [cut], [FOUR])[:2] == ([0.0], [False])
+
+
 def test_user_terms(tmp_path, monkeypatch):
     (tmp_path / "my_terms.py").write_text("def short(completion, sample):\n    return -len(completion) / 100\n")
     monkeypatch.syspath_prepend(str(tmp_path))
