@@ -17,7 +17,7 @@ from rlvr.types import Sample
 
 __all__ = ["equivalent", "extract_answer", "verify", "verify_batch", "same_answer", "math_reward", "math_lenient_reward"]
 
-_clean, _key, _plain_number = math_equiv._clean, math_equiv._key, math_equiv._plain_number
+_plain_number = math_equiv._plain_number
 MAX_ANSWER_CHARS = 1000  # a longer "final answer" is no answer (and would make the checks slow)
 
 # ---------------------------------------------------------------- the guarded API and the reward
@@ -39,12 +39,9 @@ def _fast(gold: str, answer: str) -> bool | None:
     """Decide cheaply in this process when no algebra is needed (most training rewards)."""
     if len(answer) > MAX_ANSWER_CHARS:
         return False
-    mods_g, mods_a = math_equiv._MOD.findall(gold), math_equiv._MOD.findall(answer)
-    if mods_g and mods_a and mods_g != mods_a:
-        return False  # 2 (mod 5) is not 2 (mod 7), though both clean to 2
-    g, a = _clean(gold), _clean(answer)
-    if _key(g) == _key(a):
-        return True
+    verdict, g, a = math_equiv.prefilter(gold, answer)
+    if verdict is not None:
+        return verdict
     fg, fa = _plain_number(g), _plain_number(a)
     if fg is not None and fa is not None:
         return fg == fa

@@ -238,21 +238,26 @@ def _expand_pm(items: list[str]) -> list[str]:
     return [x for item in items for x in (_pm(item) or [item])]
 
 
+def prefilter(gold: str, answer: str) -> tuple[bool | None, str, str]:
+    """The string-level first steps of `equivalent`, cheap enough to run in the caller's process:
+    (True / False when they decide, else None, and both answers normalised)."""
+    mods_g, mods_a = _MOD.findall(gold), _MOD.findall(answer)
+    g, a = _clean(gold), _clean(answer)
+    if (mods_g and mods_a and mods_g != mods_a) or not a:
+        return False, g, a  # 2 (mod 5) is not 2 (mod 7), though both clean to 2
+    if _THOUSANDS.fullmatch(g) and re.search(r",\s", a):
+        return False, g, a  # 1, 200 is a list, not 1,200
+    return (True if _key(g) == _key(a) else None), g, a
+
+
 def equivalent(gold: str, answer: str, problem: str | None = None) -> bool:
     """Is `answer` (an extracted final answer) the same mathematical object as `gold`? No time
     limit: call it through `verify`, which adds one, for model output."""
     if answer is None:
         return False
-    mods_g, mods_a = _MOD.findall(gold), _MOD.findall(answer)
-    if mods_g and mods_a and mods_g != mods_a:
-        return False  # 2 (mod 5) is not 2 (mod 7)
-    g, a = _clean(gold), _clean(answer)
-    if not a:
-        return False
-    if _THOUSANDS.fullmatch(g) and re.search(r",\s", a):
-        return False  # 1, 200 is a list, not 1,200
-    if _key(g) == _key(a):
-        return True
+    verdict, g, a = prefilter(gold, answer)
+    if verdict is not None:
+        return verdict
     if _HEDGED.search(_plain_text(a)) and not _HEDGED.search(_plain_text(g)):
         return False  # "2 \text{ or } 3", "2 (or 3)": a hedge is no answer
     g, a = _unlabel(g, a), _unlabel(a, g)
