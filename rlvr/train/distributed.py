@@ -5,12 +5,21 @@ process. Two things make that true: the loss normaliser is summed over all ranks
 rank divides by it (aggregation.py), and gradients are *summed* (not averaged) across ranks
 afterwards, since each rank's loss is already its share of the global mean. DDP averages, which
 would be right only when every rank holds the same number of tokens.
+
+With `model.fsdp` (FSDP2, `shard`) each rank holds a slice of every weight, gradient and
+optimizer state instead of a whole copy. FSDP reduce-scatters each gradient as it is computed,
+set here to the same sum; sum_gradients leaves those sharded parameters alone. Every forward of
+a sharded model is a collective, so ranks run the same number of micro-batches (micro_batches).
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 import torch.distributed as dist
+
+from rlvr.types import RolloutBatch
 
 
 def is_distributed() -> bool:
@@ -35,10 +44,15 @@ def global_sum(value: torch.Tensor) -> torch.Tensor:
 
 
 def sum_gradients(parameters) -> None:
-    """Replace each parameter's .grad by its sum over ranks, in one flat all-reduce."""
+    """Replace each parameter's .grad by its sum over ranks, in one flat all-reduce. Parameters
+    sharded by FSDP (DTensors) are skipped: their gradients were reduce-scattered in the backward."""
+    from torch.distributed.tensor import DTensor
+
     if not is_distributed():
         return
-    params = [p for p in parameters if p.requires_grad]
+    params = [p for p in parameters if p.requires_grad and not isinstance(p, DTensor)]
+    if not params:
+        return
     for p in params:  # every rank must send the same layout, even one whose batch touched nothing
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -49,6 +63,107 @@ def sum_gradients(parameters) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def is_sharded(module) -> bool:
+    """Is `module` split across ranks by FSDP2 (`shard`)? Its parameters are then DTensors."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def shard(module, layers) -> None:
+    """FSDP2 over all ranks, in place: each of `layers` (the transformer blocks) is one group,
+    whole only while it computes; the rest (embeddings, final norm, heads) is the root's group.
+    FSDP divides the reduce-scattered gradients by the world size unless told otherwise; ours are
+    summed (see the top of this file): divide factor 1, and a plain SUM collective, since factor 1
+    would otherwise be sent as PREMUL_SUM, which gloo refuses. Build optimizers after this call:
+    it replaces the parameters."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(module)
+    for m in module.modules():
+        if isinstance(m, FSDPModule):  # these setters act on one module's group, not recursively
+            m.set_gradient_divide_factor(1.0)
+            m.set_force_sum_reduction_for_comms(True)
+
+
+def _whole(value, rank0_only: bool):
+    """A DTensor gathered whole (a collective), else the value itself; with rank0_only, moved to
+    rank 0's CPU memory and dropped (None) on the other ranks."""
+    from torch.distributed.tensor import DTensor
+
+    if isinstance(value, DTensor):
+        value = value.full_tensor()
+    if not rank0_only:
+        return value
+    if rank() != 0:
+        return None
+    return value.cpu() if torch.is_tensor(value) else value
+
+
+def full_state_dict(module, rank0_only: bool = False) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) weights of a sharded module, by the usual names; a collective, so
+    every rank calls it. With rank0_only they are gathered into rank 0's CPU memory and the other
+    ranks get None for each (what a checkpoint needs); otherwise every rank gets them on its device."""
+    return {name: _whole(v, rank0_only) for name, v in module.state_dict().items()}
+
+
+def optimizer_state(module, optimizer) -> dict:
+    """optimizer.state_dict(), whole: for a sharded module every moment is gathered onto rank 0 (a
+    collective; the other ranks get None for each), so a checkpoint's optimizer state has the same
+    layout with or without FSDP. (torch.distributed.checkpoint's get_optimizer_state_dict would
+    first step a still-empty AdamW with lr 0, which advances its step count and so changes the bias
+    correction of every later step.)"""
+    sd = optimizer.state_dict()
+    if not is_sharded(module):
+        return sd
+    return {**sd, "state": {i: {k: _whole(v, True) for k, v in s.items()} for i, s in sd["state"].items()}}
+
+
+def load_optimizer_state(module, optimizer, state: dict) -> None:
+    """optimizer.load_state_dict(state) from optimizer_state's layout. For a sharded module each rank
+    first cuts its own slice of every moment; every rank read the same whole state, so no collective."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if is_sharded(module):
+        params = [p for group in optimizer.param_groups for p in group["params"]]  # state_dict's numbering
+
+        def mine(v, p):
+            if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape:  # a moment, not the step count
+                return distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+            return v
+
+        slices = {i: {k: mine(v, params[i]) for k, v in s.items()} for i, s in state["state"].items()}
+        state = {**state, "state": slices}
+    optimizer.load_state_dict(state)
+
+
+def pad_rows(batch: RolloutBatch, n: int) -> RolloutBatch:
+    """`batch` and n blank rows after it: one attended token (id 0) and no response token each,
+    so they cost a forward pass but add nothing to a token-masked loss, its gradient or metrics."""
+
+    def grow(x):
+        return None if x is None else torch.cat([x, x.new_zeros((n, *x.shape[1:]))])
+
+    out = RolloutBatch(**{f.name: grow(getattr(batch, f.name)) for f in fields(batch)})
+    out.attention_mask[len(batch) :, 0] = True
+    return out
+
+
+def micro_batches(batch: RolloutBatch, size: int, model):
+    """(first row, micro-batch) for each slice of `size` rows. For a sharded model every rank
+    runs as many as the rank with the most (a rank's share may be smaller, even empty): its extra
+    ones are a blank row (pad_rows; first row None), which only joins the collectives."""
+    n = -(-len(batch) // size)
+    total = int(global_max(n)) if is_sharded(model) else n
+    for i in range(total):
+        if i < n:
+            yield i * size, batch.select(slice(i * size, (i + 1) * size))
+        else:
+            yield None, pad_rows(batch.select(slice(0, 0)), 1)
 
 
 def global_max(value: float) -> float:
@@ -110,7 +225,7 @@ _SUMMED = ("generated_tokens", "kept_rollouts", "reward_errors", "loss", "value_
            # per-token means, each rank's share already divided by the global token count
            "clip_frac", "entropy", "kl", "approx_kl", "logprob_mismatch", "ratio_mean")
 _MAXED = ("length_max", "ratio_max", "time_rollout", "time_update")
-_SAME = ("reward_std", "grad_norm", "critic_grad_norm", "lr")  # computed from global sums: rank 0's
+_SAME = ("reward_std", "grad_norm", "critic_grad_norm", "lr", "value_explained_var")  # computed from global sums: rank 0's
 _MINNED = ("ratio_min",)
 
 
@@ -139,8 +254,9 @@ def reduce_metrics(row: dict) -> dict:
 
 def check_replicas_equal(model) -> None:
     """Every rank must hold the same weights after training (same start, summed gradients,
-    same optimizer steps); a mismatch means a rank skipped a collective or diverged."""
-    if not is_distributed():
+    same optimizer steps); a mismatch means a rank skipped a collective or diverged. A sharded
+    model holds no replicas: each rank has its own slice, so there is nothing to compare."""
+    if not is_distributed() or is_sharded(model):
         return
     with torch.no_grad():
         total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()

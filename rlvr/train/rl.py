@@ -146,6 +146,8 @@ def _fused_parts(model):
     cached = getattr(model, "_rlvr_fused_parts", None)
     if cached is not None:
         return cached or None
+    if dist_utils.is_sharded(model):  # FSDP gathers weights in the model's forward, not for its parts
+        return None
     parts = False
     try:
         decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -190,10 +192,10 @@ def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bo
 def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad."""
     out = torch.zeros_like(batch.old_logprobs)
-    for s in range(0, len(batch), cfg.rl.micro_batch_size):
-        mb = batch.select(slice(s, s + cfg.rl.micro_batch_size))
+    for s, mb in dist_utils.micro_batches(batch, cfg.rl.micro_batch_size, model):
         lp, _ = token_stats(model, mb, cfg.rl.temperature)
-        out[s : s + len(mb), : lp.shape[1]] = lp.float().cpu()
+        if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
+            out[s : s + len(mb), : lp.shape[1]] = lp.float().cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
@@ -236,8 +238,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
-    for s in range(0, len(batch), rl.micro_batch_size):
-        mb = batch.select(slice(s, s + rl.micro_batch_size))
+    for _, mb in dist_utils.micro_batches(batch, rl.micro_batch_size, model):
         lp, ent = token_stats(model, mb, rl.temperature, entropy_grad=rl.entropy_coef > 0)  # [b, t] each
         t = lp.shape[1]
         mask = mb.response_mask[:, :t].to(model.device)
@@ -303,14 +304,19 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
         add_advantages(tr, batch, cfg)
         batch = batch.select(keep)
         if tr.critic is not None:
+            critic_batch = batch
+            if dist_utils.is_sharded(tr.critic):  # as many rows, so as many micro-batches, on every rank
+                critic_batch = dist_utils.pad_rows(batch, int(dist_utils.global_max(len(batch))) - len(batch))
             for _ in range(cfg.critic.epochs):  # the value loss is fit more tightly than one step allows
-                metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
+                metrics.update(update_critic(tr.critic, tr.critic_optimizer, critic_batch, cfg))
         if step >= cfg.critic.warmup_steps or tr.critic is None:
             tr.model.train()
             for epoch in range(cfg.rl.inner_epochs):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
                     batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg)
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
+            if dist_utils.is_sharded(tr.model):  # the engine decodes with a whole copy (state.py): refresh it
+                tr.engine.load_weights(dist_utils.full_state_dict(tr.model))
     # the schedule follows RL steps, updated or not (skipped batch, critic warm-up): it always
     # reaches its floor at rl.steps
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" in a skipped first step

