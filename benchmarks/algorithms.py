@@ -1,7 +1,7 @@
 """Every algorithm recipe trained on the embedded task from one SFT start, same seed, same
 time budget; held-out accuracy with 95% CIs and McNemar's paired test against the start.
 
-    python benchmarks/algorithms.py [--budget 150] [--sft-model runs/demo/sft/model]
+    python benchmarks/algorithms.py [--budget 480] [--sft-model runs/demo/sft/model]
                                     [--recipes grpo dr-grpo dapo ppo rloo reinforce-pp] [--out DIR]
 
 The SFT phase is the demo's (2,000 worked solutions to a validation plateau, ~3 min on 2 CPU
@@ -29,7 +29,7 @@ def main() -> None:
     from rlvr.train.rl import train_rl
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=float, default=150.0, help="RL seconds per recipe")
+    ap.add_argument("--budget", type=float, default=480.0, help="RL seconds per recipe")
     ap.add_argument("--sft-model", help="start every recipe from this model (default: run the demo's SFT)")
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",

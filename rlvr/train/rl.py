@@ -287,7 +287,9 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
     t1 = time.perf_counter()
     lengths = torch.tensor([len(c.token_ids) for c in scored.completions], dtype=torch.float)  # [B]
     keep = rows_to_train(scored, cfg)
-    keep = keep[torch.argsort(lengths[keep], stable=True)]  # micro-batches of similar length pad less
+    # every pass over the batch (reference, critic, policy) goes in micro-batches of similar length,
+    # which pad less; advantages and the loss's global normaliser do not depend on row order
+    order = torch.argsort(lengths, stable=True)  # [B]
     n = global_sum(torch.tensor([len(scored.rewards), scored.rewards.sum(), scored.rewards.square().sum()],
                                 dtype=torch.float64))
     metrics = {
@@ -300,9 +302,9 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
     }
     # decided on the global count: a rank whose own share is empty still joins every collective
     if int(global_sum(torch.tensor(len(keep)))) > 0:
-        batch = build_batch(scored, tr.tokenizer.pad_token_id)
+        batch = build_batch(scored, tr.tokenizer.pad_token_id).select(order)
         add_advantages(tr, batch, cfg)
-        batch = batch.select(keep)
+        batch = batch.select(torch.isin(order, keep).nonzero().squeeze(1))
         if tr.critic is not None:
             critic_batch = batch
             if dist_utils.is_sharded(tr.critic):  # as many rows, so as many micro-batches, on every rank
