@@ -14,6 +14,7 @@ tokens gets all-zero advantages and its outcome reward is never seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,9 @@ class AdvantageInputs:
     values: Tensor | None = None  # [B,T] float, critic V(s_t): state before emitting token t
     gamma: float = 1.0  # discount per token
     lam: float = 1.0  # GAE lambda
+    # sum over every process of a tensor of partial sums (distributed.global_sum), for the batch
+    # statistics of reinforce_pp's whitening when this process holds only its share of the batch
+    reduce: Callable[[Tensor], Tensor] | None = None
 
 
 ADVANTAGES = Registry("advantage estimator")
@@ -147,29 +151,33 @@ def _returns_to_go(r: Tensor, mask: Tensor, gamma: float) -> Tensor:
     return out
 
 
-def whiten(x: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-6, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """x [B] or [B,T] shifted and scaled to mean 0, std 1 over the entries where mask [B] or
     [B,T] is True; 0 elsewhere. PPO implementations whiten GAE advantages over the batch: with
     a critic the advantages need not average 0, and a biased critic would otherwise push every
-    sampled token up (or down) at once."""
-    return _whiten(x, mask, eps)
+    sampled token up (or down) at once. `reduce` sums partial sums over processes, so that a
+    process holding part of the batch uses the whole batch's mean and std."""
+    return _whiten(x, mask, eps, reduce)
 
 
-def _whiten(x: Tensor, mask: Tensor, eps: float) -> Tensor:
-    """(x - mean) / (std + eps) over every masked entry of the batch, 0 off-mask."""
-    n = mask.sum().to(x.dtype)  # []
-    mean = _masked(x, mask).sum() / n.clamp(min=1)  # []
+def _whiten(x: Tensor, mask: Tensor, eps: float, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(x - mean) / (std + eps) over every masked entry of the batch (of all processes, with
+    `reduce`), 0 off-mask. Two passes, mean then centred squares, as the one-pass formula loses
+    precision when the mean is large against the spread."""
+    reduce = reduce or (lambda t: t)
+    n, total = reduce(torch.stack([mask.sum().to(x.dtype), _masked(x, mask).sum()]))  # [], []
+    mean = total / n.clamp(min=1)  # []
     centred = _masked(x - mean, mask)  # [B,T]
     # Unbiased std, as in grpo (and verl's masked_whiten); with one token, n - 1 clamps to 1
     # and the single centred value is 0, so the result is 0 rather than NaN.
-    var = centred.square().sum() / (n - 1).clamp(min=1)  # []
+    var = reduce(centred.square().sum()) / (n - 1).clamp(min=1)  # []
     return centred / (var.sqrt() + eps)
 
 
 def _reinforce_pp(inputs: AdvantageInputs, outcome: Tensor, estimator: str) -> Tensor:
     mask = _require(inputs, "response_mask", estimator)  # [B,T]
     r = _token_level_rewards(inputs, outcome, mask)  # [B,T]
-    return _whiten(_returns_to_go(r, mask, inputs.gamma), mask, inputs.eps)  # [B,T]
+    return _whiten(_returns_to_go(r, mask, inputs.gamma), mask, inputs.eps, inputs.reduce)  # [B,T]
 
 
 @ADVANTAGES.register("reinforce_pp")

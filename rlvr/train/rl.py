@@ -220,12 +220,14 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
     if token_rewards is not None and not token_level:  # a sequence-level estimator sees the summed KL
         rewards = rewards + token_rewards.sum(-1)
     inputs = adv_fns.AdvantageInputs(rewards, batch.group_ids, response_mask=mask, values=batch.old_values,
-                                     token_rewards=token_rewards if token_level else None, gamma=rl.gamma, lam=rl.lam)
+                                     token_rewards=token_rewards if token_level else None, gamma=rl.gamma, lam=rl.lam,
+                                     reduce=global_sum)  # batch whitening over all ranks' rows
     adv = adv_fns.compute(rl.advantage, inputs)
     if tr.critic is not None:  # the critic regresses on returns from the raw advantages
         batch.returns = adv_fns.returns_from_advantages(adv, batch.old_values, mask)
     if rl.whiten_advantages:
-        adv = adv_fns.whiten(adv, mask if adv.dim() == 2 else torch.ones_like(adv, dtype=torch.bool))
+        adv = adv_fns.whiten(adv, mask if adv.dim() == 2 else torch.ones_like(adv, dtype=torch.bool),
+                             reduce=global_sum)
     batch.advantages = adv
 
 

@@ -139,6 +139,3 @@ def check_world(cfg: Config) -> None:
     if cfg.rl.prompts_per_step % world:
         raise ValueError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} must be a multiple of the number of "
                          f"processes ({world}): each rank samples whole groups")
-    if cfg.rl.advantage in ("reinforce_pp", "reinforce_pp_baseline") or cfg.rl.whiten_advantages:
-        raise ValueError(f"rl.advantage={cfg.rl.advantage} / rl.whiten_advantages whiten over the whole batch, "
-                         "which is not yet reduced across processes; run it in one process")

@@ -339,3 +339,52 @@ def test_token_estimators_name_missing_fields():
     with pytest.raises(ValueError, match="values"):
         mask = torch.ones(2, 3, dtype=torch.bool)
         compute("gae", AdvantageInputs(rewards, ids, response_mask=mask))
+
+
+def split_case():
+    """random_token_case with groups of 3 consecutive rows, so rows 0-2 / 3-11 split no group."""
+    rewards, _, mask, token_rewards, values = random_token_case(torch.Generator().manual_seed(7))
+    return rewards, torch.arange(12) // 3, mask, token_rewards, values
+
+
+def _whiten_rank(rank: int, init_file: str, out_dir: str) -> None:
+    """One of 2 gloo processes: its own rows of the batch, whitened with the global statistics."""
+    import os
+
+    import torch.distributed as dist
+
+    from rlvr.algorithms.advantages import whiten
+    from rlvr.train.distributed import global_sum
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        rewards, ids, mask, token_rewards, values = split_case()
+        rows = slice(0, 3) if rank == 0 else slice(3, None)  # unequal shares of rows and tokens
+        share = AdvantageInputs(rewards[rows], ids[rows], response_mask=mask[rows], values=values[rows],
+                                token_rewards=token_rewards[rows], reduce=global_sum)
+        out = {name: compute(name, share) for name in ("reinforce_pp", "reinforce_pp_baseline")}
+        out["whiten"] = whiten(values[rows], mask[rows], reduce=global_sum)
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_batch_whitening_over_two_gloo_ranks_equals_the_whole_batch(tmp_path):
+    """reinforce_pp's and whiten_advantages' mean and std are over the whole rollout batch even
+    when each process holds part of it (real torch.distributed, gloo). Groups sit whole on one
+    rank, as the trainer shards them. A per-rank whitening (reduce left out) would differ: each
+    share has its own mean."""
+    import torch.multiprocessing as mp
+
+    from rlvr.algorithms.advantages import whiten
+
+    mp.spawn(_whiten_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    parts = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    rewards, ids, mask, token_rewards, values = split_case()
+    whole = AdvantageInputs(rewards, ids, response_mask=mask, values=values, token_rewards=token_rewards)
+    expected = {name: compute(name, whole) for name in ("reinforce_pp", "reinforce_pp_baseline")}
+    expected["whiten"] = whiten(values, mask)
+    for name, full in expected.items():
+        torch.testing.assert_close(torch.cat([parts[0][name], parts[1][name]]), full, atol=1e-6, rtol=0, msg=name)
+    local = whiten(values[:3], mask[:3])
+    assert (local - expected["whiten"][:3]).abs().max() > 1e-3  # the per-rank version is caught
