@@ -6,15 +6,21 @@ does only the arithmetic: embed, per layer RMSNorm -> q/k/v -> (Qwen3: per-head 
 -> RoPE -> scaled_dot_product_attention over a preallocated KV cache -> o_proj -> SwiGLU MLP,
 then the final norm and the LM head.
 
-It reads the module's own parameters at every call (nothing is copied, so an optimizer step
-between rollouts is seen by the next rollout). cos/sin come from the module's own rotary
-embedding, evaluated once per decode for every reachable position, so RoPE scaling variants
+Per layer the q/k/v projections run as one matmul, and so do gate/up: a decoder concatenates
+those weights once, when it is built. The engine builds one per rollout batch, so an optimizer
+step between rollouts is seen by the next rollout; weights must not change during a decode. (At
+a small width, one [b, H] x [H, 3H] matmul runs much nearer the machine's FLOP rate than three
+[H, H] ones, and each kernel launch is paid once.) Every other parameter is read live.
+
+cos/sin come from the module's own rotary embedding, evaluated once per decode for every reachable position, so RoPE scaling variants
 (linear, yarn, llama3, ...) give HF's values; the dynamic ones, whose frequencies depend on the
 positions of each call, are left to HF. Anything that is not recognisably one of these
 architectures goes through the generic HF path instead; see `supports`.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,23 +64,39 @@ def supports(model: PreTrainedModel) -> bool:
     return True
 
 
-def _rms_norm(x: torch.Tensor, norm: nn.Module, eps: float) -> torch.Tensor:
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """HF's RMSNorm with the same operations in the same order, so the same rounding in any
     dtype: normalise in float32, cast back, then scale. (F.rms_norm fuses the scale into the
     float32 part, which rounds differently in bf16, and dispatches more small kernels on CPU.)"""
     x32 = x.float()
     inv_rms = x32.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()  # [..., 1]
-    return norm.weight * (x32 * inv_rms).to(x.dtype)
+    return weight * (x32 * inv_rms).to(x.dtype)
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, out: torch.Tensor | None = None):
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
     """HF's rotate-half RoPE on x [b, heads, s, d] with cos, signed_sin [b, 1, s, d] -> [b, heads, s, d].
 
     rotate_half(x) = cat(-x2, x1) is roll(x, d/2) = cat(x2, x1) with the first half negated; the
-    sign is folded into signed_sin once per decode, so a call is three kernels, not six. `out`
-    lets keys be written straight into their cache slot.
+    sign is folded into signed_sin once per decode, so a call is three kernels, not six.
     """
-    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin, out=out)
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+class _Fused(NamedTuple):
+    """One layer's concatenated weights, built once per decoder (see the module docstring)."""
+
+    qkv: torch.Tensor  # [(h + 2 kvh) d, H] rows: q heads, then k heads, then v heads
+    qkv_bias: torch.Tensor | None  # [(h + 2 kvh) d] (Qwen2; Llama with attention_bias)
+    qk_norm: torch.Tensor | None  # [h + kvh, d] Qwen3's q_norm weight per q head, then k_norm's per k head
+    gate_up: torch.Tensor  # [2F, H] rows: gate, then up
+    gate_up_bias: torch.Tensor | None  # [2F] (Llama with mlp_bias)
+
+
+def _concat(linears: list[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack the layers' weights (and biases, if they have them) along the output dimension."""
+    weight = torch.cat([lin.weight for lin in linears])  # [sum out, in]
+    bias = None if linears[0].bias is None else torch.cat([lin.bias for lin in linears])  # [sum out]
+    return weight, bias
 
 
 class FastDecoder:
@@ -92,7 +114,7 @@ class FastDecoder:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.qk_norm = config.model_type == "qwen3"
+        self.fused = [self._fuse(layer, config.model_type == "qwen3") for layer in model.model.layers]
         B, P = prompt_mask.shape
         T = P + max_new_tokens
         param = model.lm_head.weight
@@ -102,6 +124,7 @@ class FastDecoder:
         # generated columns are all real: a live row always appends a real token
         self.bias = torch.zeros((B, T), dtype=param.dtype, device=param.device)  # [B, T]
         self.bias[:, :P].masked_fill_(prompt_mask == 0, float("-inf"))
+        self.rows = B  # live rows: the first `rows` of the cache and bias (see `select`)
         self.length = 0  # cache columns filled so far
         # cos/sin of every position this decode can reach, from the model's own rotary module
         # (`supports` admits only RoPE types whose values do not depend on the call)
@@ -109,6 +132,15 @@ class FastDecoder:
         half = self.head_dim // 2
         self.cos = cos[0]  # [T, d]
         self.signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)  # [T, d] see _rope
+
+    def _fuse(self, layer: nn.Module, qk_norm: bool) -> _Fused:
+        attn, mlp = layer.self_attn, layer.mlp
+        qkv, qkv_bias = _concat([attn.q_proj, attn.k_proj, attn.v_proj])
+        norm = None
+        if qk_norm:  # one norm call over q and k heads together: [h + kvh, d]
+            d = self.head_dim
+            norm = torch.cat([attn.q_norm.weight.expand(self.heads, d), attn.k_norm.weight.expand(self.kv_heads, d)])
+        return _Fused(qkv, qkv_bias, norm, *_concat([mlp.gate_proj, mlp.up_proj]))
 
     def prefill(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """input_ids, positions [B, P] -> next-token logits [B, V] (from the last column)."""
@@ -122,52 +154,58 @@ class FastDecoder:
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """tokens [b], positions [b, 1] -> next-token logits [b, V]."""
-        bias = self.bias[:, None, None, : self.length + 1]  # [b, 1, 1, S]
+        bias = self.bias[: self.rows, None, None, : self.length + 1]  # [b, 1, 1, S]
         return self._forward(tokens[:, None], positions, bias)
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` [b'] of the batch (cache and mask alike)."""
-        self.keys = self.keys.index_select(1, rows)  # [L, b', kvh, T, d]
-        self.values = self.values.index_select(1, rows)  # [L, b', kvh, T, d]
-        self.bias = self.bias.index_select(0, rows)  # [b', T]
+        """Keep only `rows` [b'] of the batch, cache and mask alike.
+
+        The kept rows move to the front of the existing buffers, and only the filled columns
+        are copied: nothing is reallocated, and the columns still to be written are not moved.
+        """
+        b, S = len(rows), self.length
+        self.keys[:, :b, :, :S] = self.keys[:, rows, :, :S]  # [L, b', kvh, S, d]
+        self.values[:, :b, :, :S] = self.values[:, rows, :, :S]  # [L, b', kvh, S, d]
+        self.bias[:b] = self.bias[rows]  # [b', T]
+        self.rows = b
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """input_ids, positions [b, s], bias [b, 1, s|1, S] -> logits of the last column [b, V]."""
         base = self.model.model
         h = F.embedding(input_ids, base.embed_tokens.weight)  # [b, s, H]
         cos, sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # [b, 1, s, d]
-        for i, layer in enumerate(base.layers):
-            x = _rms_norm(h, layer.input_layernorm, self.eps)  # [b, s, H]
-            h = h + self._attention(i, layer.self_attn, x, cos, sin, bias)  # [b, s, H]
-            x = _rms_norm(h, layer.post_attention_layernorm, self.eps)  # [b, s, H]
-            h = h + self._mlp(layer.mlp, x)  # [b, s, H]
+        for i, (layer, fused) in enumerate(zip(base.layers, self.fused)):
+            x = _rms_norm(h, layer.input_layernorm.weight, self.eps)  # [b, s, H]
+            h = h + self._attention(i, layer.self_attn, fused, x, cos, sin, bias)  # [b, s, H]
+            x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)  # [b, s, H]
+            h = h + self._mlp(layer.mlp, fused, x)  # [b, s, H]
         self.length += input_ids.shape[1]
-        h = _rms_norm(h[:, -1], base.norm, self.eps)  # [b, H] only the last column is sampled
+        h = _rms_norm(h[:, -1], base.norm.weight, self.eps)  # [b, H] only the last column is sampled
         return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias)  # [b, V]
 
-    def _attention(self, i: int, attn: nn.Module, x: torch.Tensor, cos, sin, bias: torch.Tensor) -> torch.Tensor:
+    def _attention(self, i: int, attn: nn.Module, fused: _Fused, x: torch.Tensor, cos, sin, bias) -> torch.Tensor:
         """Layer i's self-attention on x [b, s, H]; appends this step's keys/values to the cache."""
         b, s, _ = x.shape
-        q = _linear(attn.q_proj, x).view(b, s, self.heads, self.head_dim)  # [b, s, h, d]
-        k = _linear(attn.k_proj, x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
-        v = _linear(attn.v_proj, x).view(b, s, self.kv_heads, self.head_dim)  # [b, s, kvh, d]
-        if self.qk_norm:  # Qwen3 normalises each head before RoPE
-            q, k = _rms_norm(q, attn.q_norm, self.eps), _rms_norm(k, attn.k_norm, self.eps)
-        q = _rope(q.transpose(1, 2), cos, sin)  # [b, h, s, d]
+        h, kvh = self.heads, self.kv_heads
+        qkv = F.linear(x, fused.qkv, fused.qkv_bias).view(b, s, h + 2 * kvh, self.head_dim)  # [b, s, h+2kvh, d]
+        qk = qkv[:, :, : h + kvh]  # [b, s, h+kvh, d]
+        if fused.qk_norm is not None:  # Qwen3 normalises each head before RoPE
+            qk = _rms_norm(qk, fused.qk_norm, self.eps)
+        qk = _rope(qk.transpose(1, 2), cos, sin)  # [b, h+kvh, s, d]
         end = self.length + s
-        _rope(k.transpose(1, 2), cos, sin, out=self.keys[i, :, :, self.length : end])  # [b, kvh, s, d]
-        self.values[i, :, :, self.length : end] = v.transpose(1, 2)  # [b, kvh, s, d]
+        self.keys[i, :b, :, self.length : end] = qk[:, h:]  # [b, kvh, s, d]
+        self.values[i, :b, :, self.length : end] = qkv[:, :, h + kvh :].transpose(1, 2)  # [b, kvh, s, d]
         out = F.scaled_dot_product_attention(
-            q, self.keys[i, :, :, :end], self.values[i, :, :, :end], attn_mask=bias,
-            scale=attn.scaling, enable_gqa=self.heads != self.kv_heads,
+            qk[:, :h], self.keys[i, :b, :, :end], self.values[i, :b, :, :end], attn_mask=bias,
+            scale=attn.scaling, enable_gqa=h != kvh,
         )  # [b, h, s, d]
         return _linear(attn.o_proj, out.transpose(1, 2).reshape(b, s, -1))  # [b, s, H]
 
     @staticmethod
-    def _mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """SwiGLU: down(silu(gate(x)) * up(x)), in place on the fresh gate activations."""
-        gate = F.silu(_linear(mlp.gate_proj, x), inplace=True)  # [b, s, F]
-        return _linear(mlp.down_proj, gate.mul_(_linear(mlp.up_proj, x)))  # [b, s, H]
+    def _mlp(mlp: nn.Module, fused: _Fused, x: torch.Tensor) -> torch.Tensor:
+        """SwiGLU: down(silu(gate(x)) * up(x)), gate and up from one matmul."""
+        gate, up = F.linear(x, fused.gate_up, fused.gate_up_bias).chunk(2, dim=-1)  # [b, s, F] each
+        return _linear(mlp.down_proj, F.silu(gate, inplace=True).mul_(up))  # [b, s, H]
 
 
 def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:

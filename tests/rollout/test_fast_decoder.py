@@ -37,6 +37,7 @@ def make_model(arch: str):
     config, cls = {"qwen3": (Qwen3Config(head_dim=16, **shape), Qwen3ForCausalLM),
                    "llama": (LlamaConfig(**shape), LlamaForCausalLM),
                    "llama_scaled_rope": (LlamaConfig(rope_parameters=linear_rope, **shape), LlamaForCausalLM),
+                   "llama_biased": (LlamaConfig(attention_bias=True, mlp_bias=True, **shape), LlamaForCausalLM),
                    "qwen2": (Qwen2Config(**shape), Qwen2ForCausalLM)}[arch]
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -71,7 +72,29 @@ def test_supports_the_llama_family_only():
     assert not fast_decoder.supports(LlamaForCausalLM(LlamaConfig(rope_parameters=dynamic, **small)))
 
 
-@pytest.mark.parametrize("arch", [*ARCHS, "llama_scaled_rope"])
+@pytest.mark.parametrize("arch", [*ARCHS, "llama_biased"])
+@torch.no_grad()
+def test_fused_projections_match_the_modules(arch):
+    # The decoder runs q/k/v (and gate/up) as one matmul over concatenated weights, and Qwen3's
+    # q_norm and k_norm as one norm over all heads; each must give what the separate modules give.
+    model, _ = make_model(arch)
+    c = model.config
+    decoder = fast_decoder.FastDecoder(model, torch.ones((1, 1), dtype=torch.long), 1)
+    x = torch.randn(3, 5, c.hidden_size, generator=torch.Generator().manual_seed(0))  # [b, s, H]
+    h, kvh, d = decoder.heads, decoder.kv_heads, decoder.head_dim
+    for layer, fused in zip(model.model.layers, decoder.fused):
+        attn = layer.self_attn
+        q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)  # [b, s, h d], [b, s, kvh d] x2
+        qkv = torch.nn.functional.linear(x, fused.qkv, fused.qkv_bias)  # [b, s, (h + 2 kvh) d]
+        torch.testing.assert_close(qkv, torch.cat([q, k, v], dim=-1), atol=1e-5, rtol=0)
+        if fused.qk_norm is not None:
+            qk = fast_decoder._rms_norm(qkv.view(3, 5, -1, d)[:, :, : h + kvh], fused.qk_norm, decoder.eps)
+            expected = torch.cat([attn.q_norm(q.view(3, 5, h, d)), attn.k_norm(k.view(3, 5, kvh, d))], dim=2)
+            torch.testing.assert_close(qk, expected, atol=1e-5, rtol=0)  # [b, s, h + kvh, d]
+        torch.testing.assert_close(decoder._mlp(layer.mlp, fused, x), layer.mlp(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("arch", [*ARCHS, "llama_scaled_rope", "llama_biased"])
 @torch.no_grad()
 def test_logits_match_hf_forward(arch):
     # Reference: one cache-free HF forward over prompt + the tokens fed in later; the fast
