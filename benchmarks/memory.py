@@ -29,7 +29,7 @@ def child(args) -> dict:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     sys.path.insert(0, str(ROOT))
-    from rlvr.train.rl import token_stats
+    from rlvr.train.forward import token_stats
     from rlvr.types import RolloutBatch
 
     torch.manual_seed(0)

@@ -29,7 +29,6 @@ import torch
 from rlvr.algorithms import advantages as adv_fns
 from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms import kl as kl_fns
-from rlvr.algorithms.logprobs import head_token_stats, token_entropy, token_entropy_with_grad, token_logprobs
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import score_many
@@ -39,6 +38,7 @@ from rlvr.train import distributed as dist_utils
 from rlvr.train import run_dir, state
 from rlvr.train.critic import critic_values, update_critic
 from rlvr.train.distributed import global_sum, sum_gradients
+from rlvr.train.forward import token_stats
 from rlvr.train.state import Trainer
 from rlvr.types import Completion, RolloutBatch, Sample
 
@@ -137,55 +137,6 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
         sampled_lp[i, n : n + L] = torch.tensor(c.logprobs)
     return RolloutBatch(input_ids, attention, response, sampled_lp, torch.zeros(B), scored.rewards.clone(),
                         scored.group_ids.clone())
-
-
-def _fused_parts(model):
-    """(decoder, output layer) when the model's logits are exactly output_layer(decoder(x)) --
-    checked once per model on a short input, so a model that rescales or caps its logits (Gemma's
-    soft-capping, Cohere's logit_scale) falls back to its own forward -- else None."""
-    cached = getattr(model, "_rlvr_fused_parts", None)
-    if cached is not None:
-        return cached or None
-    if dist_utils.is_sharded(model):  # FSDP gathers weights in the model's forward, not for its parts
-        return None
-    parts = False
-    try:
-        decoder, head = model.get_decoder(), model.get_output_embeddings()
-        if isinstance(head, torch.nn.Linear) and decoder is not None:
-            training = model.training
-            model.eval()
-            ids = torch.arange(1, 6, device=model.device)[None] % head.weight.shape[0]
-            with torch.no_grad():
-                ref = model(input_ids=ids).logits.float()
-                got = torch.nn.functional.linear(decoder(input_ids=ids).last_hidden_state, head.weight, head.bias).float()
-            model.train(training)
-            if torch.allclose(ref, got, rtol=1e-3, atol=1e-3):
-                parts = (decoder, head)
-    except (AttributeError, NotImplementedError, TypeError, ValueError):
-        pass
-    object.__setattr__(model, "_rlvr_fused_parts", parts)  # a plain attribute, not a submodule
-    return parts or None
-
-
-def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bool = False):
-    """(logprobs [b,t], entropy [b,t]) of a micro-batch trimmed to its longest row; entry t
-    describes token t. The logprobs carry a gradient; the entropy does when `entropy_grad`.
-    Through the decoder's hidden states and the output layer chunk by chunk (algorithms/
-    logprobs.py: head_token_stats), so no [b, t, V] logits tensor exists, nor its gradient: for
-    a 152k vocabulary that is most of an update's memory. Models whose logits are not a plain
-    linear layer of the hidden state use their own logits, still chunked."""
-    t = int(batch.attention_mask.sum(1).max())
-    ids = batch.input_ids[:, :t].to(model.device)
-    attn = batch.attention_mask[:, :t].to(model.device)
-    parts = _fused_parts(model)
-    if parts is None:
-        logits = model(input_ids=ids, attention_mask=attn).logits  # [b, t, V]
-        ent = (token_entropy_with_grad if entropy_grad else token_entropy)(logits, temperature=temperature)
-        return token_logprobs(logits, ids, temperature), ent
-    decoder, head = parts
-    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [b, t, H]
-    lp, ent = head_token_stats(hidden, head.weight, head.bias, ids, temperature)
-    return lp, ent if entropy_grad else ent.detach()
 
 
 @torch.no_grad()

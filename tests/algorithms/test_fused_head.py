@@ -6,7 +6,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from rlvr.algorithms.logprobs import head_token_stats, token_entropy_with_grad, token_logprobs
-from rlvr.train.rl import _fused_parts, token_stats
+from rlvr.train.forward import _fused_parts, token_stats
 from rlvr.types import RolloutBatch
 
 F64 = torch.float64
