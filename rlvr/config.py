@@ -292,22 +292,7 @@ def _check(cfg: Config, source: str) -> None:
     need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
     need(cfg.critic.epochs >= 1, "critic.epochs", "must be >= 1 (critic optimizer steps per rollout batch)")
     need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
-    m = cfg.model
-    need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",
-         "must be >= 0 / >= 0 / in [0, 1)")
-    if m.lora_r:
-        import importlib.util
-
-        need(importlib.util.find_spec("peft") is not None, "model.lora_r",
-             "needs the peft library: pip install peft (or pip install 'rlvr[lora]')")
-        need(m.name_or_path != "embedded", "model.lora_r with model.name_or_path=embedded",
-             "is not supported: a LoRA checkpoint names its base model by path; train the embedded model fully, or "
-             "save it first (rlvr sft writes OUT/model) and point model.name_or_path there")
-    need(not (m.fsdp and m.lora_r), "model.fsdp with model.lora_r", "is not supported: LoRA's optimizer state is "
-         "already small; turn one of them off")
-    need(not (m.fsdp and cfg.critic.shared and rl.advantage == "gae"), "model.fsdp with critic.shared",
-         "is not supported: the shared value head reads the policy's hidden states outside its forward, where "
-         "FSDP has not gathered the weights; use a separate critic (critic.shared=false)")
+    _check_model(cfg, need)
     need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
          "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
     need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
@@ -349,6 +334,25 @@ def _check(cfg: Config, source: str) -> None:
         check_template(task.template)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_model(cfg: Config, need) -> None:
+    m, rl = cfg.model, cfg.rl
+    need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",
+         "must be >= 0 / >= 0 / in [0, 1)")
+    if m.lora_r:
+        import importlib.util
+
+        need(importlib.util.find_spec("peft") is not None, "model.lora_r",
+             "needs the peft library: pip install peft (or pip install 'rlvr[lora]')")
+        need(m.name_or_path != "embedded", "model.lora_r with model.name_or_path=embedded",
+             "is not supported: a LoRA checkpoint names its base model by path; train the embedded model fully, or "
+             "save it first (rlvr sft writes OUT/model) and point model.name_or_path there")
+    need(not (m.fsdp and m.lora_r), "model.fsdp with model.lora_r", "is not supported: LoRA's optimizer state is "
+         "already small; turn one of them off")
+    need(not (m.fsdp and cfg.critic.shared and rl.advantage == "gae"), "model.fsdp with critic.shared",
+         "is not supported: the shared value head reads the policy's hidden states outside its forward, where "
+         "FSDP has not gathered the weights; use a separate critic (critic.shared=false)")
 
 
 def _check_rollout(cfg: Config, need) -> None:
