@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rlvr.algorithms.losses import value_loss
-from rlvr.train.distributed import global_sum, sum_gradients
+from rlvr.train.distributed import global_sum, micro_batches, sum_gradients
 from rlvr.types import RolloutBatch
 
 HEAD = "value_head.pt"
@@ -93,10 +93,11 @@ def _rows(batch: RolloutBatch, device) -> tuple[int, Tensor, Tensor]:
 def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
     """Rollout-time values [B,T], 0 off the response."""
     out = torch.zeros(batch.response_mask.shape)
-    for s in range(0, len(batch), micro_batch_size):
-        mb = batch.select(slice(s, s + micro_batch_size))
+    for s, mb in micro_batches(batch, micro_batch_size, critic):
         t, ids, attn = _rows(mb, critic.device)
-        out[s : s + len(mb), :t] = critic(ids, attn).cpu()
+        values = critic(ids, attn).cpu()
+        if s is not None:  # None: a blank micro-batch that keeps a sharded critic's ranks in step
+            out[s : s + len(mb), :t] = values
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
@@ -106,8 +107,7 @@ def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> di
     optimizer.zero_grad(set_to_none=True)
     loss_total, clipped = 0.0, 0.0
     critic.train()
-    for s in range(0, len(batch), cfg.rl.micro_batch_size):
-        mb = batch.select(slice(s, s + cfg.rl.micro_batch_size))
+    for _, mb in micro_batches(batch, cfg.rl.micro_batch_size, critic):  # blank ones add nothing: no response tokens
         t, ids, attn = _rows(mb, critic.device)
         mask = mb.response_mask[:, :t].to(critic.device)
         per_token, was_clipped = value_loss(critic(ids, attn), mb.old_values[:, :t].to(critic.device),

@@ -259,11 +259,8 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
         add_advantages(tr, batch, cfg)
         batch = batch.select(torch.isin(order, keep).nonzero().squeeze(1))
         if tr.critic is not None:
-            critic_batch = batch
-            if dist_utils.is_sharded(tr.critic):  # as many rows, so as many micro-batches, on every rank
-                critic_batch = dist_utils.pad_rows(batch, int(dist_utils.global_max(len(batch))) - len(batch))
             for _ in range(cfg.critic.epochs):  # the value loss is fit more tightly than one step allows
-                metrics.update(update_critic(tr.critic, tr.critic_optimizer, critic_batch, cfg))
+                metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
         if step >= cfg.critic.warmup_steps or tr.critic is None:
             tr.model.train()
             for epoch in range(cfg.rl.inner_epochs):
