@@ -45,9 +45,25 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator) -> tupl
     logprobs = torch.log_softmax(logits / params.temperature, dim=-1)  # [B, V]
     if params.top_p < 1.0:
         logprobs = _nucleus(logprobs, params.top_p)
-    probs = logprobs.exp()
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+    uniform = torch.rand((len(logits), 1), dtype=torch.float64, device=logits.device, generator=generator)  # [B, 1]
+    tokens = _inverse_cdf(logprobs.exp(), uniform)  # [B]
     return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
+
+
+def _inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One exact draw per row from probs [B, V] (need not sum to 1), given uniform [B, 1] float64
+    in [0, 1) -> tokens [B].
+
+    One uniform per row, not one per vocabulary entry as torch.multinomial's exponential race
+    draws: on CPU that generator work was ~0.9 ms of a ~12 ms decode step at batch 512, this is
+    ~0.1 ms. With u uniform on (0, total], token i is the first whose cumulative mass reaches
+    u, so it is drawn with probability probs[i] / total, and a token of zero mass (outside the
+    nucleus) never: its cumulative mass equals its predecessor's, which is below u. The sums
+    are float64, so their rounding is far below anything a float32 probability could show.
+    """
+    cdf = probs.double().cumsum(dim=-1)  # [B, V]
+    u = (1 - uniform) * cdf[:, -1:]  # [B, 1] in (0, total]: never past the last token, never 0
+    return torch.searchsorted(cdf, u).squeeze(1)  # [B] first i with cdf[i] >= u
 
 
 def _nucleus(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:

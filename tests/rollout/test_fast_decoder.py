@@ -75,8 +75,9 @@ def test_supports_the_llama_family_only():
 @pytest.mark.parametrize("arch", [*ARCHS, "llama_biased"])
 @torch.no_grad()
 def test_fused_projections_match_the_modules(arch):
-    # The decoder runs q/k/v (and gate/up) as one matmul over concatenated weights, and Qwen3's
-    # q_norm and k_norm as one norm over all heads; each must give what the separate modules give.
+    # The decoder runs q/k/v as one matmul over concatenated weights, Qwen3's q_norm and k_norm as
+    # one norm over all heads, and the MLP with its residual add inside down_proj's matmul; each
+    # must give what the separate modules give.
     model, _ = make_model(arch)
     c = model.config
     decoder = fast_decoder.FastDecoder(model, torch.ones((1, 1), dtype=torch.long), 1)
@@ -91,7 +92,9 @@ def test_fused_projections_match_the_modules(arch):
             qk = fast_decoder._rms_norm(qkv.view(3, 5, -1, d)[:, :, : h + kvh], fused.qk_norm, decoder.eps)
             expected = torch.cat([attn.q_norm(q.view(3, 5, h, d)), attn.k_norm(k.view(3, 5, kvh, d))], dim=2)
             torch.testing.assert_close(qk, expected, atol=1e-5, rtol=0)  # [b, s, h + kvh, d]
-        torch.testing.assert_close(decoder._mlp(layer.mlp, fused, x), layer.mlp(x), atol=1e-5, rtol=0)
+        flat = x.view(15, -1)  # [b s, H]; the residual add rides on down_proj's matmul
+        got = fast_decoder._linear_add(flat, decoder._gated(layer.mlp, flat), layer.mlp.down_proj)
+        torch.testing.assert_close(got, flat + layer.mlp(flat), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("arch", [*ARCHS, "llama_scaled_rope", "llama_biased"])

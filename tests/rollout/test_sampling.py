@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from rlvr.rollout.hf import SamplingParams, _nucleus, sample_next
+from rlvr.rollout.hf import SamplingParams, _inverse_cdf, _nucleus, sample_next
 
 
 def test_nucleus_by_hand():
@@ -32,3 +32,18 @@ def test_greedy_takes_the_argmax_and_reports_its_logprob():
     tokens, logprobs = sample_next(logits, SamplingParams(temperature=0.0), None)
     assert tokens.tolist() == [1]
     assert math.isclose(logprobs.item(), torch.log_softmax(logits, -1)[0, 1].item(), rel_tol=1e-6)
+
+
+def test_inverse_cdf_by_hand():
+    # probs [0, 0.25, 0, 0.75] (cdf 0, .25, .25, 1): u = (1 - uniform) * total lies in (0, 1]; the
+    # token is the first whose cdf reaches u. uniform 0 -> u = 1 -> token 3 (the last token of
+    # mass, even if zero-mass ones followed); 0.5 -> u = .5 -> 3; 0.9 -> u = .1 -> 1; a uniform
+    # just below 1 -> u just above 0 -> 1, never the zero-mass token 0 or 2.
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75], [0.0, 0.25, 0.0, 0.75], [0.0, 0.25, 0.0, 0.75],
+                          [0.0, 0.25, 0.0, 0.75], [0.5, 0.5, 0.0, 0.0]])
+    uniform = torch.tensor([[0.0], [0.5], [0.9], [1 - 2**-53], [0.0]], dtype=torch.float64)
+    assert _inverse_cdf(probs, uniform).tolist() == [3, 3, 1, 1, 1]
+    # unnormalised rows are drawn in proportion: [2, 6] -> 1/4, 3/4
+    draws = _inverse_cdf(torch.tensor([[2.0, 6.0]]).expand(20000, 2),
+                         torch.rand((20000, 1), dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    assert abs(draws.float().mean().item() - 0.75) < 0.01  # 4.7 standard errors (sd 0.0031)
