@@ -4,11 +4,16 @@ with Qwen3-0.6B's shapes (vocabulary 151,936, width 1024, tied embeddings).
 
     python benchmarks/memory.py                      # CPU: 2 layers, 4 x 256 tokens (a minute)
     python benchmarks/memory.py --layers 28 --batch 8 --seq 1024   # GPU: the full depth
+    python benchmarks/memory.py --autocast           # also under bf16 autocast over float32 weights
 
 Each variant runs in a fresh process. On a CPU the figure is the peak resident memory minus the
 resident memory once the model and its gradient buffers exist (so only what the update itself
-allocates counts); on a GPU, torch.cuda.max_memory_allocated over the same baseline. Ends with
-one JSON line: {"naive_mb", "fused_mb", "ratio", ...}.
+allocates counts); on a GPU, torch.cuda.max_memory_allocated over the same baseline. The weights
+are bf16 on a GPU and float32 on a CPU; with --autocast each variant runs a second time with
+float32 weights and the forward under bf16 autocast (model.autocast=bfloat16, the GPU default),
+printed beside the first; its figure includes autocast's bf16 copies of the weights. Ends with one
+JSON line: {"naive_mb", "fused_mb", "ratio", ...} (with --autocast also "naive_autocast_mb",
+"fused_autocast_mb", "ratio_autocast", ...).
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ def child(args) -> dict:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     sys.path.insert(0, str(ROOT))
+    from rlvr.models import under_autocast
     from rlvr.train.forward import token_stats
     from rlvr.types import RolloutBatch
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    dtype = torch.bfloat16 if cuda else torch.float32
+    autocast = torch.bfloat16 if args.autocast else None  # over float32 weights, as models.resolve_precision
+    dtype = torch.bfloat16 if cuda and autocast is None else torch.float32
     config = Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=args.layers,
                          num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
                          max_position_embeddings=max(4096, args.seq))
@@ -53,7 +60,7 @@ def child(args) -> dict:
     batch = RolloutBatch(ids, attn, resp, torch.zeros(ids.shape), torch.zeros(args.batch), torch.zeros(args.batch),
                          torch.arange(args.batch))
     if args.variant == "fused":
-        token_stats(model, batch, 1.0)  # the one-time check of the output layer, outside the measurement
+        token_stats(model, batch, 1.0, autocast=autocast)  # the one-time check of the output layer, not measured
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -63,12 +70,13 @@ def child(args) -> dict:
     t0 = time.perf_counter()
     mask = resp.to(device)
     if args.variant == "naive":
-        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # [B, T, V]
+        with under_autocast(autocast, device):
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits  # [B, T, V]
         logp = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] float32
         lp = logp[:, :-1].gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
         lp = torch.cat([lp.new_zeros(args.batch, 1), lp], 1)
     else:
-        lp, _ = token_stats(model, batch, 1.0)
+        lp, _ = token_stats(model, batch, 1.0, autocast=autocast)
     loss = -(lp * mask).sum() / mask.sum()
     loss.backward()
     if cuda:
@@ -77,7 +85,7 @@ def child(args) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base  # ru_maxrss: KiB on Linux
     return {"variant": args.variant, "peak_mb": peak / 2**20, "seconds": time.perf_counter() - t0, "loss": float(loss),
-            "device": str(device), "dtype": str(dtype).replace("torch.", "")}
+            "device": str(device), "dtype": str(dtype).replace("torch.", "") + (" + bf16 autocast" if autocast else "")}
 
 
 def _rss_mb() -> float:
@@ -91,6 +99,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both variants")
+    ap.add_argument("--autocast", action="store_true",
+                    help="also run each variant under bf16 autocast over float32 weights, printed beside the first")
     ap.add_argument("--variant", choices=["naive", "fused"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
@@ -98,24 +108,34 @@ def main() -> None:
         return
     print(f"Qwen3-0.6B shapes, {args.layers} layers, batch {args.batch} x {args.seq} tokens"
           f"{', gradient checkpointing' if args.checkpointing else ''}; one forward + backward")
-    results = {}
+    precisions = ["plain", "autocast"] if args.autocast else ["plain"]
+    results = {}  # (precision, variant) -> the child's row
     for variant in ("naive", "fused"):
-        cmd = [sys.executable, __file__, "--variant", variant, "--layers", str(args.layers), "--batch", str(args.batch),
-               "--seq", str(args.seq)] + (["--checkpointing"] if args.checkpointing else [])
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"{variant} failed:\n{done.stderr[-2000:]}")
-        results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
-        r = results[variant]
-        print(f"{variant:<6} peak {r['peak_mb']:8.0f} MB above the model and its gradients   {r['seconds']:6.1f} s"
-              f"   loss {r['loss']:.4f}")
+        for precision in precisions:
+            cmd = [sys.executable, __file__, "--variant", variant, "--layers", str(args.layers), "--batch",
+                   str(args.batch), "--seq", str(args.seq)] + (["--checkpointing"] if args.checkpointing else [])
+            cmd += ["--autocast"] if precision == "autocast" else []
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{variant} ({precision}) failed:\n{done.stderr[-2000:]}")
+            r = results[precision, variant] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"{variant:<6} {r['dtype']:<24} peak {r['peak_mb']:8.0f} MB above the model and its gradients"
+                  f"   {r['seconds']:6.1f} s   loss {r['loss']:.4f}")
     logits_mb = args.batch * args.seq * 151936 * 4 / 2**20
-    ratio = results["fused"]["peak_mb"] / results["naive"]["peak_mb"]
-    print(f"fused / naive = {ratio:.2f} (target <= 0.5); one float32 [B, T, V] logits tensor is {logits_mb:.0f} MB")
-    print(json.dumps({"naive_mb": round(results["naive"]["peak_mb"], 1), "fused_mb": round(results["fused"]["peak_mb"], 1),
-                      "ratio": round(ratio, 3), "layers": args.layers, "batch": args.batch, "seq": args.seq,
-                      "device": results["fused"]["device"], "naive_s": round(results["naive"]["seconds"], 2),
-                      "fused_s": round(results["fused"]["seconds"], 2)}))
+    ratios = {p: results[p, "fused"]["peak_mb"] / results[p, "naive"]["peak_mb"] for p in precisions}
+    print("fused / naive = " + ", ".join(f"{ratios[p]:.2f} ({results[p, 'fused']['dtype']})" for p in precisions)
+          + f" (target <= 0.5); one float32 [B, T, V] logits tensor is {logits_mb:.0f} MB")
+    plain = {v: results["plain", v] for v in ("naive", "fused")}
+    row = {"naive_mb": round(plain["naive"]["peak_mb"], 1), "fused_mb": round(plain["fused"]["peak_mb"], 1),
+           "ratio": round(ratios["plain"], 3), "layers": args.layers, "batch": args.batch, "seq": args.seq,
+           "device": plain["fused"]["device"], "naive_s": round(plain["naive"]["seconds"], 2),
+           "fused_s": round(plain["fused"]["seconds"], 2)}
+    if args.autocast:
+        for v in ("naive", "fused"):
+            row[f"{v}_autocast_mb"] = round(results["autocast", v]["peak_mb"], 1)
+            row[f"{v}_autocast_s"] = round(results["autocast", v]["seconds"], 2)
+        row["ratio_autocast"] = round(ratios["autocast"], 3)
+    print(json.dumps(row))
 
 
 if __name__ == "__main__":

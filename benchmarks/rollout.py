@@ -1,18 +1,27 @@
 """Rollout throughput: rlvr's HF engine vs `model.generate`, same model, prompts, batch, lengths.
 
-    python benchmarks/rollout.py [--model embedded|PATH] [--batch 512] [--new-tokens 64]
+    python benchmarks/rollout.py                     # worst case: random init, no EOS, 64 tokens
+    python benchmarks/rollout.py --model runs/demo/sft/model --eos --new-tokens 96   # the demo's RL rollouts
 
-The default batch is the RL demo's rollout batch (recipes/demo.yaml: 64 prompts x 8 = 512
-rows), the size the engine decodes at in training. Smaller batches pay the fixed per-step
-Python and dispatch cost (about 1.2 ms on the 2-core CPU) over fewer rows; pass --batch to
-see them.
+The batch is the RL demo's rollout batch (recipes/demo.yaml): 64 prompts x 8 samples = 512 rows,
+the size the engine decodes at in training; `model.generate` gets the same 64 prompts with
+num_return_sequences=8. Smaller batches pay the fixed per-step Python and dispatch cost (about
+1.2 ms on the 2-core CPU) over fewer rows; pass --prompts to see them.
 
-Both sides sample at temperature 1 with EOS disabled (min length = max length), so they decode
-exactly the same number of tokens; the embedded model is random-init, which is the worst case
-for us (no early stops to drop). Also prints the machine's limit for this model: the measured
-float32 matmul rate (a large square matmul, best of several) divided by the model's FLOPs per
-generated token (2 x parameters touched per token + attention over the mean context), and the
-fraction of it each engine reaches. Prints a table and one JSON line.
+Both sides sample at temperature 1. Two settings:
+- default: EOS disabled on both sides, so both decode exactly --new-tokens tokens per row. With
+  the random-init embedded model this is the worst case for us: no row ever stops early.
+- --eos: both stop rows at EOS, the RL workload with a trained checkpoint. `model.generate`
+  keeps finished rows in the batch (padding them) until the last row ends; our engine drops
+  them. Throughput counts the tokens each side actually sampled up to and including EOS.
+
+Also prints the machine's limit for this model: the measured float32 matmul rate (a large
+square matmul, best of several) divided by the model's FLOPs per generated token (2 x
+parameters touched per token + attention over the mean context), and the fraction of it each
+engine reaches; and a ceiling on that fraction from the same run: a decode step made of only
+its matmuls at this batch (the dense layers, and attention's two batched matmuls over the mean
+context), with sampling, norms, RoPE and dispatch counted as free. Prints a table and one JSON
+line.
 """
 
 from __future__ import annotations
@@ -23,19 +32,20 @@ import time
 
 import torch
 
-from rlvr.models import load_policy
+from rlvr.models import eos_token_ids, load_policy
 from rlvr.rollout.hf import HFEngine, SamplingParams
 from rlvr.tasks.arithmetic import make_samples
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """(best seconds of `repeats` calls after a warm-up, the last call's result)."""
+    out = fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        out = fn()
         best = min(best, time.perf_counter() - t0)
-    return best
+    return best, out
 
 
 def matmul_flops(n: int = 1024, seconds: float = 1.0) -> float:
@@ -63,44 +73,100 @@ def flops_per_token(model, context: float) -> float:
     return 2 * weights + 4 * c.num_hidden_layers * c.num_attention_heads * head_dim * context
 
 
+def matmul_step_seconds(model, rows: int, context: int, repeats: int = 20) -> tuple[float, float]:
+    """(dense, attention) seconds of one decode step's matmuls alone at `rows` rows, best of
+    `repeats`: dense is every 2-D weight but the input embedding as one [rows, in] x [in, out]
+    product; attention is, per layer, q.k over `context` cached keys and p.v over as many
+    values, as the batched matmuls our engine runs (fast_decoder.FastDecoder._attention)."""
+    c = model.config
+    embed = model.get_input_embeddings().weight
+    weights = [p.detach() for p in model.parameters() if p.dim() == 2 and p is not embed]
+    if model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embed:
+        weights.append(embed.detach())  # a tied output layer still multiplies once per token
+    inputs = [torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights]
+    heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
+    d = getattr(c, "head_dim", None) or c.hidden_size // heads
+    q = torch.randn(rows, kv_heads, heads // kv_heads, d)  # [b, kvh, g, d]
+    keys, values = torch.randn(rows, kv_heads, context, d), torch.randn(rows, kv_heads, context, d)  # [b, kvh, S, d]
+    probs = torch.randn(rows, kv_heads, heads // kv_heads, context)  # [b, kvh, g, S]
+    with torch.inference_mode():
+        def dense():
+            for x, w in zip(inputs, weights):
+                x @ w.t()
+
+        def attention():
+            for _ in range(c.num_hidden_layers):
+                torch.matmul(q, keys.transpose(-1, -2))
+                torch.matmul(probs, values)
+        return timed(dense, repeats)[0], timed(attention, repeats)[0]
+
+
+def sampled_tokens(sequences: torch.Tensor, prompt_len: int, eos: list[int], pad: int, stop_at_eos: bool) -> int:
+    """Tokens model.generate sampled per row, up to and including the first EOS when rows stop
+    there (columns after it are padding). sequences [B, P + N] -> count."""
+    new = sequences[:, prompt_len:]  # [B, N]
+    if not stop_at_eos:
+        return new.numel()
+    is_eos = torch.isin(new, torch.tensor(eos))  # [B, N]
+    ended = is_eos.cumsum(1) - is_eos.long() > 0  # [B, N] True after a row's first EOS
+    return int((~ended).sum())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--batch", type=int, default=512)  # the demo's 64 prompts x 8 (see the docstring)
+    ap.add_argument("--prompts", type=int, default=64)  # x --group = the demo's 512 rows (see the docstring)
+    ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--eos", action="store_true", help="stop rows at EOS on both sides (use a trained --model)")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.manual_seed(0)
     model, tok = load_policy(args.model)
     model.eval()
-    prompts = [tok(s.prompt + "\n")["input_ids"] for s in make_samples(args.batch, "train", 0, 1, 4, False)]
-    # no EOS for either side: every row decodes exactly new_tokens tokens
-    engine = HFEngine(model, tok, eos_token_ids=[-1])
+    prompts = [tok(s.prompt + "\n")["input_ids"] for s in make_samples(args.prompts, "train", 0, 1, 5, False)]
+    eos = eos_token_ids(tok, model) if args.eos else [-1]  # -1: no token ends a row
+    engine = HFEngine(model, tok, eos_token_ids=eos)
     params = SamplingParams(max_new_tokens=args.new_tokens, temperature=1.0)
-    ours = timed(lambda: engine.generate(prompts, 1, params), args.repeats)
+    ours, groups = timed(lambda: engine.generate(prompts, args.group, params), args.repeats)
+    ours_tokens = sum(len(c.token_ids) for g in groups for c in g)
 
     tok.padding_side = "left"
     enc = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    stop = {} if args.eos else {"min_new_tokens": args.new_tokens}
 
     def hf():
         with torch.no_grad():
-            model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=args.new_tokens,
-                           min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
+            return model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                                  max_new_tokens=args.new_tokens, num_return_sequences=args.group,
+                                  pad_token_id=tok.pad_token_id, **stop)
 
-    theirs = timed(hf, args.repeats)
-    n_tokens = args.batch * args.new_tokens
+    theirs, sequences = timed(hf, args.repeats)
+    hf_tokens = sampled_tokens(sequences, enc["input_ids"].shape[1], eos, tok.pad_token_id, args.eos)
+    rows = args.prompts * args.group
     rate = matmul_flops()
-    context = sum(len(p) for p in prompts) / len(prompts) + args.new_tokens / 2
-    limit = rate / flops_per_token(model, context)  # tokens/s if every FLOP ran at the matmul rate
-    row = {"model": args.model, "batch": args.batch, "new_tokens": args.new_tokens,
-           "ours_tok_s": round(n_tokens / ours), "hf_tok_s": round(n_tokens / theirs), "ratio": round(theirs / ours, 2),
+    context = sum(len(p) for p in prompts) / len(prompts) + ours_tokens / rows / 2
+    per_token = flops_per_token(model, context)
+    limit = rate / per_token  # tokens/s if every FLOP ran at the matmul rate
+    dense, attention = matmul_step_seconds(model, rows, round(context))
+    ours_rate, hf_rate = ours_tokens / ours, hf_tokens / theirs
+    row = {"model": args.model, "eos": args.eos, "batch": rows, "new_tokens": args.new_tokens,
+           "ours_tok_s": round(ours_rate), "hf_tok_s": round(hf_rate), "ratio": round(ours_rate / hf_rate, 2),
+           "ours_mean_len": round(ours_tokens / rows, 1), "hf_mean_len": round(hf_tokens / rows, 1),
            "matmul_gflop_s": round(rate / 1e9, 1), "limit_tok_s": round(limit),
-           "ours_of_limit": round(n_tokens / ours / limit, 3), "hf_of_limit": round(n_tokens / theirs / limit, 3)}
-    print(f"{'engine':<20}{'seconds':>10}{'tokens/s':>12}{'of limit':>10}")
-    print(f"{'rlvr HFEngine':<20}{ours:>10.3f}{row['ours_tok_s']:>12}{100 * row['ours_of_limit']:>9.1f}%")
-    print(f"{'model.generate':<20}{theirs:>10.3f}{row['hf_tok_s']:>12}{100 * row['hf_of_limit']:>9.1f}%")
-    print(f"ratio (ours / generate): {row['ratio']}x; limit {row['limit_tok_s']} tokens/s "
-          f"({row['matmul_gflop_s']} GFLOP/s float32 matmul, {flops_per_token(model, context) / 1e6:.2f} MFLOP per token)")
+           "ours_of_limit": round(ours_rate / limit, 3), "hf_of_limit": round(hf_rate / limit, 3),
+           "dense_only_of_limit": round(rows / dense / limit, 3),
+           "matmuls_only_of_limit": round(rows / (dense + attention) / limit, 3)}
+    print(f"{rows} rows ({args.prompts} prompts x {args.group}), up to {args.new_tokens} new tokens, "
+          f"{'stop at EOS' if args.eos else 'EOS disabled'}, model {args.model}")
+    print(f"{'engine':<20}{'seconds':>10}{'tokens':>10}{'tokens/s':>12}{'of limit':>10}")
+    print(f"{'rlvr HFEngine':<20}{ours:>10.3f}{ours_tokens:>10}{row['ours_tok_s']:>12}{100 * row['ours_of_limit']:>9.1f}%")
+    print(f"{'model.generate':<20}{theirs:>10.3f}{hf_tokens:>10}{row['hf_tok_s']:>12}{100 * row['hf_of_limit']:>9.1f}%")
+    print(f"ratio (ours / generate, tokens/s): {row['ratio']}x; limit {row['limit_tok_s']} tokens/s "
+          f"({row['matmul_gflop_s']} GFLOP/s float32 matmul, {per_token / 1e6:.2f} MFLOP per token)")
+    print(f"a decode step of only its matmuls, at this batch and the mean context, would reach "
+          f"{100 * row['matmuls_only_of_limit']:.0f}% of the limit ({1e3 * dense:.2f} ms dense at "
+          f"{100 * row['dense_only_of_limit']:.0f}%, {1e3 * attention:.2f} ms attention over the cache)")
     print(json.dumps(row))
 
 

@@ -50,7 +50,7 @@ def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
     from rlvr.eval.evaluate import eval_problems
     from rlvr.logging import MetricsLog
-    from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy
+    from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy, resolve_precision
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
@@ -64,14 +64,15 @@ def run_sft(cfg):
     data = load_task(cfg.task, need=("sft", "heldout"))
     torch.manual_seed(cfg.seed)
     model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+    autocast = resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast
     enable_checkpointing(model, cfg.model.gradient_checkpointing)
     out.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     save_config(cfg, out / "config.yaml")
     print(f"model {cfg.model.name_or_path}: {count_parameters(model) / 1e6:.2f} M parameters")
     print(f"task: {data.description}")
-    engine = HFEngine(model, tok, eos_token_ids(tok, model))
+    engine = HFEngine(model, tok, eos_token_ids(tok, model), autocast=autocast)
     res = train_sft(model, tok, engine, data.sft_train, data.sft_val, reward, cfg.task.template, cfg.sft,
-                    MetricsLog(out / "metrics.jsonl"), seed=cfg.seed)
+                    MetricsLog(out / "metrics.jsonl"), seed=cfg.seed, autocast=autocast)
     print(f"SFT budget: {res.examples} worked solutions, {res.steps} steps ({res.epochs:.1f} epochs), "
           f"{res.seconds:.0f} s; stopped at {res.stopped_because}")
     print("SFT plateau (validation greedy accuracy by step): "
@@ -124,7 +125,7 @@ def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: st
 
 def eval_model(model_path: str, cfg, out: Path | None):
     from rlvr.eval.evaluate import eval_problems
-    from rlvr.models import eos_token_ids, load_policy
+    from rlvr.models import eos_token_ids, load_policy, resolve_precision
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
@@ -132,7 +133,8 @@ def eval_model(model_path: str, cfg, out: Path | None):
     data = load_task(cfg.task, need=("heldout",))
     samples = eval_problems(data.heldout, cfg.eval)
     model, tok = load_policy(model_path, dtype=cfg.model.dtype)
-    engine = HFEngine(model, tok, eos_token_ids(tok, model))
+    engine = HFEngine(model, tok, eos_token_ids(tok, model),
+                      autocast=resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast)
     return held_out_eval(engine, tok, samples, resolve(cfg.task.reward), cfg, out, Path(model_path).name or model_path,
                          model_path)
 

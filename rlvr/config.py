@@ -36,7 +36,13 @@ TOKEN_LEVEL_ADVANTAGES = ("gae", "reinforce_pp", "reinforce_pp_baseline")
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "embedded"  # "embedded" (the tiny built-in Qwen3), a hub id, or a local folder
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float16
+    # Precision (models.resolve_precision). The default is the usual mixed-precision recipe: float32
+    # master weights, gradients and AdamW state, with every forward (policy update, old/reference
+    # logprobs, critic, SFT, rollouts and evaluation) under bf16 autocast on a GPU that has bf16;
+    # logprobs, entropies and losses are computed in float32 from the bf16 logits. On a CPU: float32.
+    # dtype bfloat16 / float16 trains pure half weights: half the memory, but small updates round away.
+    dtype: str = "auto"  # the weights: auto (float32) | float32 | bfloat16 | float16
+    autocast: str = "auto"  # auto (bfloat16 on a GPU with bf16, over float32 weights; else off) | off | bfloat16
     init_seed: int = 0  # weight init of the embedded model
     gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, ~30% more time
     lora_r: int = 0  # > 0: RL trains LoRA adapters of this rank (peft) instead of every weight; the reference is the base
@@ -45,7 +51,8 @@ class ModelConfig:
     lora_targets: str = "all-linear"  # peft target_modules: "all-linear" or comma-separated module names
     # RL under torchrun with > 1 process: shard the policy, the reference and a separate critic with
     # FSDP2 (one group per decoder layer), for models whose training state does not fit one device;
-    # rollouts decode with a whole, unsharded copy of the policy. In one process it does nothing.
+    # rollouts decode with a whole, unsharded copy of the policy. In one process it does nothing. Under
+    # autocast, FSDP2's mixed precision: bf16 copies of the float32 shards compute (and decode), float32 reduction.
     fsdp: bool = False
 
 
@@ -260,6 +267,8 @@ def _coerce(value: Any, kind, source: str, name: str):
             return value
         if t in (str, bool) and isinstance(value, t):
             return value
+        if t is str and isinstance(value, bool):  # YAML 1.1 reads off / on (and no / yes) as booleans
+            return "on" if value else "off"  # e.g. model.autocast: off
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"{source}: {name} must be {names}, got {value!r}")
 
@@ -338,6 +347,7 @@ def _check(cfg: Config, source: str) -> None:
 
 def _check_model(cfg: Config, need) -> None:
     m, rl = cfg.model, cfg.rl
+    _check_precision(m, need)
     need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",
          "must be >= 0 / >= 0 / in [0, 1)")
     if m.lora_r:
@@ -353,6 +363,22 @@ def _check_model(cfg: Config, need) -> None:
     need(not (m.fsdp and cfg.critic.shared and rl.advantage == "gae"), "model.fsdp with critic.shared",
          "is not supported: the shared value head reads the policy's hidden states outside its forward, where "
          "FSDP has not gathered the weights; use a separate critic (critic.shared=false)")
+
+
+def _check_precision(m: ModelConfig, need) -> None:
+    import torch
+
+    need(m.dtype in ("auto", "float32", "bfloat16", "float16"), f"model.dtype={m.dtype!r}",
+         "is unknown; use auto (float32), float32, bfloat16 or float16")
+    need(m.autocast != "float16", "model.autocast=float16", "is not supported: float16 gradients underflow without "
+         "loss scaling, which rlvr does not do; use model.autocast=bfloat16 (GPUs since Ampere) or off")
+    need(m.autocast in ("auto", "off", "bfloat16"), f"model.autocast={m.autocast!r}", "is unknown; use auto, off or bfloat16")
+    need(m.autocast != "bfloat16" or m.dtype in ("auto", "float32"), f"model.autocast=bfloat16 with model.dtype={m.dtype}",
+         "does not combine: autocast runs bf16 matmuls over float32 master weights; set model.dtype=auto for mixed "
+         f"precision, or model.autocast=off to train the {m.dtype} weights as they are")
+    need(m.autocast != "bfloat16" or not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False),
+         "model.autocast=bfloat16", "needs a GPU with bfloat16 (Ampere or newer), and this one has none: set "
+         "model.autocast=off (or auto)")
 
 
 def _check_rollout(cfg: Config, need) -> None:

@@ -7,6 +7,7 @@ so every code path a user's model takes is the path the embedded model takes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -83,11 +84,9 @@ def default_device() -> torch.device:
 
 
 def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
-    """Return (model, tokenizer) for a hub id, a local folder, or "embedded".
-
-    dtype "auto" means bfloat16 on a GPU and float32 on a CPU (bf16 matmuls are slow on most
-    CPUs and fp32 keeps the tiny model's training exact).
-    """
+    """Return (model, tokenizer) for a hub id, a local folder, or "embedded", its weights in the
+    dtype model.dtype resolves to (resolve_precision: "auto" is float32, the master weights that
+    autocast computes from; the embedded model is always built in float32)."""
     if name_or_path == EMBEDDED:
         model, tokenizer = build_embedded(seed)
     else:
@@ -97,20 +96,47 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
                 f"model.name_or_path={name_or_path!r}: no such folder; give a folder made by save_pretrained, "
                 "a hub id (owner/name), or 'embedded'"
             )
-        torch_dtype = _resolve_dtype(dtype)
+        torch_dtype = resolve_precision(dtype).weights
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     prepare_tokenizer(tokenizer, model)
     return model.to(default_device()), tokenizer
 
 
-def _resolve_dtype(dtype: str) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"model.dtype={dtype!r}; use one of auto, {', '.join(table)}")
-    return table[dtype]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What model.dtype and model.autocast mean on this machine (resolve_precision)."""
+
+    weights: torch.dtype  # parameters, their gradients and the AdamW moments
+    autocast: torch.dtype | None  # every forward's matmuls run in this dtype (torch.autocast); None: in `weights`
+
+
+def resolve_precision(dtype: str = "auto", autocast: str = "auto") -> Precision:
+    """The usual mixed-precision recipe where it pays, plain float32 elsewhere.
+
+    autocast "auto" is bfloat16 on a GPU that has it (Ampere and newer) when the weights are
+    float32, and off otherwise: on a CPU, where bf16 matmuls are slow on most chips, and over
+    half-precision weights, whose matmuls are already half. dtype "auto" is float32: the master
+    weights and AdamW state an update must not round away (a bf16 weight near 1 cannot take a
+    step below 2^-8 of itself). config.py refuses the settings that do not combine.
+    """
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r}; use one of auto, {', '.join(DTYPES)}")
+    if autocast not in ("auto", "off", "bfloat16"):
+        raise ValueError(f"model.autocast={autocast!r}; use one of auto, off, bfloat16")
+    weights = DTYPES.get(dtype, torch.float32)
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    on = autocast == "bfloat16" or (autocast == "auto" and weights == torch.float32 and cuda_bf16)
+    return Precision(weights, torch.bfloat16 if on else None)
+
+
+def under_autocast(dtype: torch.dtype | None, device: torch.device):
+    """torch.autocast to `dtype` on `device`'s kind (cuda, cpu); no context at all when dtype is
+    None, so a run without autocast computes exactly what it did before the option existed."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:

@@ -56,3 +56,31 @@ def test_checks_that_combine_fields():
     load_config(None, ["rl.loss=gspo", "rl.aggregation=seq_mean_token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
     with pytest.raises(ConfigError, match="rl.dynamic_sampling must be false with rl.advantage=reinforce_pp"):
         load_config(None, ["rl.advantage=reinforce_pp", "rl.skip_uniform_groups=false", "rl.dynamic_sampling=true"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.autocast=float16"], "model.autocast=float16 is not supported: float16 gradients underflow without loss"),
+        (["model.autocast=fp8"], "model.autocast='fp8' is unknown; use auto, off or bfloat16"),
+        (["model.dtype=bf16"], "model.dtype='bf16' is unknown; use auto (float32), float32, bfloat16 or float16"),
+        (["model.autocast=bfloat16", "model.dtype=bfloat16"], "model.autocast=bfloat16 with model.dtype=bfloat16 does "
+         "not combine: autocast runs bf16 matmuls over float32 master weights; set model.dtype=auto for mixed "
+         "precision, or model.autocast=off to train the bfloat16 weights as they are"),
+        (["model.autocast=bfloat16", "model.dtype=float16"], "model.autocast=bfloat16 with model.dtype=float16 does not "
+         "combine"),
+    ],
+)
+def test_precision_settings_that_do_not_combine(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+
+
+def test_autocast_off_survives_yaml(tmp_path):
+    """YAML 1.1 reads a bare `off` as false; the field still gets the word."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  autocast: off\n  dtype: bfloat16\n")
+    assert load_config(recipe).model.autocast == "off"
+    assert load_config(None, ["model.autocast=off"]).model.autocast == "off"
+    for ok in (["model.autocast=bfloat16"], ["model.autocast=bfloat16", "model.dtype=float32"], ["model.dtype=float16"]):
+        load_config(None, ok)

@@ -139,26 +139,37 @@ def chunk_rows_for(vocab: int, budget: int = 1 << 24) -> int:
     return max(16, budget // max(1, vocab))
 
 
+def _matmul_weights(weight: Tensor, bias: Tensor | None, matmul_dtype: torch.dtype | None):
+    """The output layer in the dtype its matmuls run in: cast once per call (autocast would cast
+    a frozen weight again for every chunk), or as it is when matmul_dtype is None."""
+    if matmul_dtype is None:
+        return weight, bias
+    return weight.to(matmul_dtype), None if bias is None else bias.to(matmul_dtype)
+
+
 class _FusedHead(torch.autograd.Function):
     """hidden [N,H], weight [V,H], bias [V] | None, targets [N] -> (logprob [N], entropy [N]) of
     softmax((hidden @ weight.T + bias) / temperature), chunk rows at a time. Only hidden, weight
     and targets are kept for the backward, which recomputes each chunk's logits: memory is
     O(chunk x V) however long the batch, where the plain path holds [N, V] logits, their float32
-    log-softmax and their gradient."""
+    log-softmax and their gradient. With `matmul_dtype` (the autocast dtype, bf16) the logits'
+    matmuls, forward and backward, run in it, as autocast would run them; the softmax, logprobs,
+    entropies and the weight-gradient sums stay float32."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int):
+    def forward(ctx, hidden, weight, bias, targets, temperature: float, chunk: int, matmul_dtype):
         dtype = _compute_dtype(hidden.dtype)
+        w, b = _matmul_weights(weight, bias, matmul_dtype)  # [V,H], [V]
         lp = hidden.new_empty(hidden.shape[0], dtype=dtype)
         ent = hidden.new_empty(hidden.shape[0], dtype=dtype)
         for s in range(0, hidden.shape[0], chunk):
-            z = torch.nn.functional.linear(hidden[s : s + chunk], weight, bias).to(dtype).div_(temperature)  # [n,V]
+            z = torch.nn.functional.linear(hidden[s : s + chunk].to(w.dtype), w, b).to(dtype).div_(temperature)  # [n,V]
             logp = torch.log_softmax(z, dim=-1)
             del z
             lp[s : s + chunk] = logp.gather(-1, targets[s : s + chunk, None]).squeeze(-1)
             ent[s : s + chunk] = -(logp.exp().mul_(logp)).sum(-1)
         ctx.save_for_backward(hidden, weight, bias, targets)
-        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.temperature, ctx.chunk, ctx.matmul_dtype = temperature, chunk, matmul_dtype
         ctx.set_materialize_grads(False)
         return lp, ent
 
@@ -172,9 +183,12 @@ class _FusedHead(torch.autograd.Function):
         if bias is not None and ctx.needs_input_grad[2]:
             grad_b = torch.zeros_like(bias, dtype=_compute_dtype(bias.dtype))
         dtype = _compute_dtype(hidden.dtype)
+        w, b = _matmul_weights(weight, bias, ctx.matmul_dtype)  # [V,H], [V]
+        # the weight gradient's products: float32 (exact sums), or autocast's dtype as its own linear backward
+        grad_w_dtype = ctx.matmul_dtype or dtype
         for s in range(0, hidden.shape[0], ctx.chunk):
             h = hidden[s : s + ctx.chunk]
-            z = torch.nn.functional.linear(h, weight, bias).to(dtype).div_(ctx.temperature)  # [n,V]
+            z = torch.nn.functional.linear(h.to(w.dtype), w, b).to(dtype).div_(ctx.temperature)  # [n,V]
             logp = torch.log_softmax(z, dim=-1)
             del z
             p = logp.exp()
@@ -190,26 +204,27 @@ class _FusedHead(torch.autograd.Function):
             del p, logp
             d.div_(ctx.temperature)  # [n,V], d loss / d logits
             if grad_h is not None:
-                grad_h[s : s + ctx.chunk] = (d.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_h[s : s + ctx.chunk] = (d.to(w.dtype) @ w).to(hidden.dtype)
             if grad_w is not None:
-                grad_w += d.T @ h.to(dtype)
+                grad_w += d.to(grad_w_dtype).T @ h.to(grad_w_dtype)  # summed in float32
             if grad_b is not None:
                 grad_b += d.sum(0)
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None
 
 
 def head_token_stats(hidden: Tensor, weight: Tensor, bias: Tensor | None, input_ids: Tensor, temperature: float = 1.0,
-                     chunk_rows: int | None = None) -> tuple[Tensor, Tensor]:
+                     chunk_rows: int | None = None, matmul_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """(logprobs [B,T], entropy [B,T]) from the last hidden states [B,T,H] and the output layer
     (weight [V,H], bias [V] or None), as token_logprobs and token_entropy_with_grad give them from
     the logits (entry t describes token t; entry 0 = 0), both differentiable, without ever
-    materialising the logits."""
+    materialising the logits. `matmul_dtype` (under autocast: bf16) is the dtype of the output
+    layer's matmuls; logprobs and entropies are float32 whatever it is."""
     b, t, hdim = hidden.shape
     rows = hidden[:, :-1].reshape(b * (t - 1), hdim)  # position t-1 predicts token t
     targets = input_ids[:, 1:].reshape(-1)
     chunk = chunk_rows or chunk_rows_for(weight.shape[0])
-    lp, ent = _FusedHead.apply(rows, weight, bias, targets, temperature, chunk)
+    lp, ent = _FusedHead.apply(rows, weight, bias, targets, temperature, chunk, matmul_dtype)
     pad = lp.new_zeros(b, 1)
     return torch.cat([pad, lp.view(b, t - 1)], 1), torch.cat([pad, ent.view(b, t - 1)], 1)

@@ -8,8 +8,10 @@ sampling to an in-process vLLM that keeps its own copy of the weights (`rlvr[vll
 from __future__ import annotations
 
 
-def make_engine(cfg, model, tokenizer, eos_token_ids: list[int]):
-    """The engine `cfg` (a RolloutConfig) names, over the policy `model`. vllm is imported only here."""
+def make_engine(cfg, model, tokenizer, eos_token_ids: list[int], autocast=None):
+    """The engine `cfg` (a RolloutConfig) names, over the policy `model`. vllm is imported only here.
+    `autocast` (a torch dtype, or None: off) is the run's (models.resolve_precision): the HF engine
+    decodes under it, and vLLM computes in it, taking bf16 copies of float32 master weights."""
     if cfg.engine == "vllm":
         import torch.distributed as dist
 
@@ -17,7 +19,8 @@ def make_engine(cfg, model, tokenizer, eos_token_ids: list[int]):
 
         if dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("rollout.engine=vllm runs in one process for now; under torchrun use rollout.engine=hf")
-        return VLLMEngine(model, tokenizer, eos_token_ids, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        return VLLMEngine(model, tokenizer, eos_token_ids, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                          dtype=autocast)
     from rlvr.rollout.hf import HFEngine
 
-    return HFEngine(model, tokenizer, eos_token_ids)
+    return HFEngine(model, tokenizer, eos_token_ids, autocast=autocast)

@@ -18,6 +18,11 @@ reachable position, so RoPE scaling variants (linear, yarn, llama3, ...) give HF
 dynamic ones, whose frequencies depend on the positions of each call, are left to HF. Anything
 that is not recognisably one of these architectures goes through the generic HF path instead;
 see `supports`.
+
+Under autocast (float32 weights, bf16 matmuls; models.resolve_precision) it computes what the HF
+forward computes under torch.autocast: the matmuls in bf16, the residual stream, norms and RoPE
+in float32 (so a residual add is not folded into a bf16 matmul), and keys and values cached in
+bf16, the dtype attention reads them in, at half the memory of float32.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
+
+from rlvr.models import under_autocast
 
 # model_type -> class-name prefix of its standard attention, MLP and norm modules
 _FAMILIES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}
@@ -100,36 +107,47 @@ class FastDecoder:
     building and converting a boolean mask per layer. `select` keeps only some rows.
     """
 
-    def __init__(self, model: PreTrainedModel, prompt_mask: torch.Tensor, max_new_tokens: int):
+    def __init__(self, model: PreTrainedModel, prompt_mask: torch.Tensor, max_new_tokens: int,
+                 autocast: torch.dtype | None = None):
+        """`autocast`: the dtype the forward's matmuls run in under torch.autocast (None: the
+        weights' own); the cache holds keys and values in it. Each call runs under autocast."""
         config = model.config
         self.model = model
         self.eps = config.rms_norm_eps
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        param = model.lm_head.weight
+        self.autocast = autocast
+        self.dtype = autocast or param.dtype  # of the matmuls' outputs, the cache and the mask bias
+        self.mixed = self.dtype != param.dtype  # bf16 matmuls over float32 weights and residual stream
         self.fused = [self._fuse(layer.self_attn, config.model_type == "qwen3") for layer in model.model.layers]
         B, P = prompt_mask.shape
         T = P + max_new_tokens
-        param = model.lm_head.weight
         shape = (len(model.model.layers), B, self.kv_heads, T, self.head_dim)
-        self.keys = torch.empty(shape, dtype=param.dtype, device=param.device)  # [L, B, kvh, T, d]
+        self.keys = torch.empty(shape, dtype=self.dtype, device=param.device)  # [L, B, kvh, T, d]
         self.values = torch.empty_like(self.keys)  # [L, B, kvh, T, d]
         # generated columns are all real: a live row always appends a real token
-        self.bias = torch.zeros((B, T), dtype=param.dtype, device=param.device)  # [B, T]
+        self.bias = torch.zeros((B, T), dtype=self.dtype, device=param.device)  # [B, T]
         self.bias[:, :P].masked_fill_(prompt_mask == 0, float("-inf"))
         self.rows = B  # live rows: the first `rows` of the cache and bias (see `select`)
         self.length = 0  # cache columns filled so far
         # cos/sin of every position this decode can reach, from the model's own rotary module
-        # (`supports` admits only RoPE types whose values do not depend on the call)
-        cos, sin = model.model.rotary_emb(self.keys, torch.arange(T, device=param.device)[None])  # [1, T, d]
+        # (`supports` admits only RoPE types whose values do not depend on the call), in the
+        # residual stream's dtype as HF's forward makes them (it reads only x's dtype and device)
+        x = torch.empty(0, dtype=param.dtype, device=param.device)
+        cos, sin = model.model.rotary_emb(x, torch.arange(T, device=param.device)[None])  # [1, T, d]
         half = self.head_dim // 2
         self.cos = cos[0]  # [T, d]
         self.signed_sin = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)  # [T, d] see _rope
 
     def _fuse(self, attn: nn.Module, qk_norm: bool) -> _Fused:
         lins = [attn.q_proj, attn.k_proj, attn.v_proj]
-        qkv = torch.cat([lin.weight for lin in lins])  # [(h + 2 kvh) d, H]
-        bias = None if attn.q_proj.bias is None else torch.cat([lin.bias for lin in lins])  # [(h + 2 kvh) d]
+        # in the matmuls' dtype: autocast would cast these non-parameters again at every step
+        qkv = torch.cat([lin.weight for lin in lins]).to(self.dtype)  # [(h + 2 kvh) d, H]
+        bias = None
+        if attn.q_proj.bias is not None:
+            bias = torch.cat([lin.bias for lin in lins]).to(self.dtype)  # [(h + 2 kvh) d]
         norm = None
         if qk_norm:  # one norm call over q and k heads together
             d = self.head_dim
@@ -165,19 +183,20 @@ class FastDecoder:
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """input_ids, positions [b, s], bias [b, 1, s|1, S] -> logits of the last column [b, V]."""
-        b, s = input_ids.shape
-        base = self.model.model
-        h = F.embedding(input_ids.reshape(-1), base.embed_tokens.weight)  # [b s, H]
-        cos, sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # [b, 1, s, d]
-        for i, (layer, fused) in enumerate(zip(base.layers, self.fused)):
-            x = _rms_norm(h, layer.input_layernorm.weight, self.eps)  # [b s, H]
-            h = _linear_add(h, self._attention(i, layer.self_attn, fused, x.view(b, s, -1), cos, sin, bias),
-                            layer.self_attn.o_proj)  # [b s, H]
-            x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)  # [b s, H]
-            h = _linear_add(h, self._gated(layer.mlp, x), layer.mlp.down_proj)  # [b s, H]
-        self.length += s
-        h = _rms_norm(h.view(b, s, -1)[:, -1], base.norm.weight, self.eps)  # [b, H] only the last column is sampled
-        return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias)  # [b, V]
+        with under_autocast(self.autocast, input_ids.device):  # a no-op inside the engine's own region
+            b, s = input_ids.shape
+            base = self.model.model
+            h = F.embedding(input_ids.reshape(-1), base.embed_tokens.weight)  # [b s, H]
+            cos, sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # [b, 1, s, d]
+            for i, (layer, fused) in enumerate(zip(base.layers, self.fused)):
+                x = _rms_norm(h, layer.input_layernorm.weight, self.eps)  # [b s, H]
+                attn = self._attention(i, layer.self_attn, fused, x.view(b, s, -1), cos, sin, bias)  # [b s, h d]
+                h = _linear_add(h, attn, layer.self_attn.o_proj, self.mixed)  # [b s, H]
+                x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)  # [b s, H]
+                h = _linear_add(h, self._gated(layer.mlp, x), layer.mlp.down_proj, self.mixed)  # [b s, H]
+            self.length += s
+            h = _rms_norm(h.view(b, s, -1)[:, -1], base.norm.weight, self.eps)  # [b, H] only the last column is sampled
+            return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias)  # [b, V]
 
     def _attention(self, i: int, attn: nn.Module, fused: _Fused, x: torch.Tensor, cos, sin, bias) -> torch.Tensor:
         """Layer i's self-attention on x [b, s, H], before o_proj -> [b s, h d]; appends this
@@ -193,17 +212,20 @@ class FastDecoder:
         self.keys[i, :b, :, start:end] = qk[:, h:]  # [b, kvh, s, d]
         self.values[i, :b, :, start:end] = qkv[:, :, h + kvh :].transpose(1, 2)  # [b, kvh, s, d]
         keys, values = self.keys[i, :b, :, :end], self.values[i, :b, :, :end]  # [b, kvh, S, d]
+        q = qk[:, :h].to(self.dtype)  # [b, h, s, d] float32 after RoPE under autocast, as HF's; attention reads bf16
         if s > 1:  # prefill
             out = F.scaled_dot_product_attention(
-                qk[:, :h], keys, values, attn_mask=bias, scale=attn.scaling, enable_gqa=h != kvh
+                q, keys, values, attn_mask=bias, scale=attn.scaling, enable_gqa=h != kvh
             )  # [b, h, s, d]
             return out.transpose(1, 2).reshape(b * s, h * d)  # [b s, h d]
         # One query per row: two batched matmuls, each kv head with its h/kvh query heads (no
         # copies for GQA). On CPU this is ~2x faster than SDPA, whose kernel is built for long
         # queries (measured at batch 512, 4 heads, d 32).
-        q = qk[:, :h].reshape(b, kvh, h // kvh, d)  # [b, kvh, g, d] query head j*g + r uses kv head j
+        q = q.reshape(b, kvh, h // kvh, d)  # [b, kvh, g, d] query head j*g + r uses kv head j
         scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(attn.scaling).add_(bias)  # [b, kvh, g, S]
-        return torch.matmul(scores.softmax(-1), values).view(b, h * d)  # [b, h d]
+        # softmax in float32, as HF's eager attention does it; a no-op cast for float32 weights
+        probs = scores.softmax(-1, dtype=torch.float32).to(values.dtype)  # [b, kvh, g, S]
+        return torch.matmul(probs, values).view(b, h * d)  # [b, h d]
 
     @staticmethod
     def _gated(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -219,7 +241,11 @@ def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return F.linear(x, layer.weight, layer.bias)
 
 
-def _linear_add(h: torch.Tensor, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """h + layer(x) for h [n, H], x [n, in] -> [n, H], the add folded into the matmul."""
+def _linear_add(h: torch.Tensor, x: torch.Tensor, layer: nn.Linear, mixed: bool = False) -> torch.Tensor:
+    """h + layer(x) for h [n, H], x [n, in] -> [n, H], the add folded into the matmul. `mixed`
+    (bf16 matmuls over a float32 residual stream): a separate add, since autocast would run the
+    addmm, and so the residual stream, in bf16; HF's forward adds the bf16 output to float32 h."""
+    if mixed:
+        return h + F.linear(x, layer.weight, layer.bias)  # [n, H] float32
     out = torch.addmm(h, x, layer.weight.t())  # [n, H]
     return out if layer.bias is None else out.add_(layer.bias)

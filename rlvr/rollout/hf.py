@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from rlvr.models import under_autocast
 from rlvr.rollout import fast_decoder
 from rlvr.types import Completion
 
@@ -77,28 +78,37 @@ def _nucleus(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 class HFEngine:
-    """generate(prompt_ids, n, params) -> n Completions per prompt. Shares the policy module."""
+    """generate(prompt_ids, n, params) -> n Completions per prompt. Shares the policy module.
+    With `autocast` (bf16; models.resolve_precision) every decoding forward runs under
+    torch.autocast to it, as the trainer's forwards do; sampling is float32 either way."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer, eos_token_ids: list[int], max_batch: int = 1024):
+    def __init__(self, model: PreTrainedModel, tokenizer, eos_token_ids: list[int], max_batch: int = 1024,
+                 autocast: torch.dtype | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.pad = tokenizer.pad_token_id
         self.eos = torch.tensor(eos_token_ids, dtype=torch.long)
         self.max_batch = max_batch
+        self.autocast = autocast
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """The engine decodes with the trainer's own module, so updates are already visible."""
         self.model.load_state_dict(state_dict)
 
-    @torch.inference_mode()  # not just no_grad: skips version-counter work on every small op
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's copies are rows i*n .. i*n+n-1
         generator = None
         if params.seed is not None and params.temperature > 0:
             generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
         flat: list[tuple[list[int], list[float], str]] = []
-        for start in range(0, len(rows), self.max_batch):
-            flat.extend(self._decode(rows[start : start + self.max_batch], params, generator))
+        # inference_mode, not just no_grad: it skips version-counter work on every small op. Under
+        # autocast, no_grad and one autocast region for the whole call: autocast then casts each
+        # trainable float32 weight to bf16 once (its cast cache, which inference_mode turns off),
+        # not at every decode step
+        no_grad = torch.inference_mode() if self.autocast is None else torch.no_grad()
+        with no_grad, under_autocast(self.autocast, self.model.device):
+            for start in range(0, len(rows), self.max_batch):
+                flat.extend(self._decode(rows[start : start + self.max_batch], params, generator))
         out = []
         for i in range(len(prompt_ids)):
             group = []
@@ -118,7 +128,7 @@ class HFEngine:
         input_ids, mask, eos = input_ids.to(device), mask.to(device), self.eos.to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
         if fast_decoder.supports(self.model):
-            decoder = fast_decoder.FastDecoder(self.model, mask, params.max_new_tokens)
+            decoder = fast_decoder.FastDecoder(self.model, mask, params.max_new_tokens, autocast=self.autocast)
         else:
             decoder = _HFDecoder(self.model, mask)
         logits = decoder.prefill(input_ids, positions)  # [B, V]

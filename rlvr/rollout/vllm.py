@@ -28,6 +28,10 @@ distribution each token was sampled from, the same quantity the HF engine report
 from vLLM's kernels, not the trainer's forward, so they differ from the trainer's by numerical
 noise (more in bf16); the trainer treats them as the behaviour policy's and never assumes equality.
 
+Precision: vLLM computes in the run's autocast dtype when it has one (bf16 over float32 master
+weights: the dtype the trainer's forwards compute in), else in the policy's own dtype. It reads
+the saved float32 weights cast to bf16, and each push sends bf16 copies, a bucket at a time.
+
 Side effects on the process: VLLM_ENABLE_V1_MULTIPROCESSING=0 is set, and on a CPU vLLM
 replaces `torch.set_num_threads` with a no-op. Global RNGs are left as they were.
 
@@ -83,13 +87,17 @@ class VLLMEngine:
     that holds its own copy of the policy's weights (refreshed before each rollout)."""
 
     def __init__(self, model: torch.nn.Module, tokenizer, eos_token_ids: list[int], *,
-                 gpu_memory_utilization: float = 0.3, bucket_bytes: int = BUCKET_BYTES, **llm_args):
-        """`llm_args` go to `vllm.LLM` as they are (e.g. enforce_eager, kv_cache_memory_bytes, max_num_seqs)."""
+                 gpu_memory_utilization: float = 0.3, bucket_bytes: int = BUCKET_BYTES,
+                 dtype: torch.dtype | None = None, **llm_args):
+        """`dtype`: what vLLM computes and keeps its weights in (None: the policy's dtype). With
+        float32 master weights under bf16 autocast it is bfloat16, and each push sends bf16 copies.
+        `llm_args` go to `vllm.LLM` as they are (e.g. enforce_eager, kv_cache_memory_bytes, max_num_seqs)."""
         vllm = import_vllm()
         from vllm.platforms import current_platform
 
         self.model, self.tokenizer, self.eos = model, tokenizer, list(eos_token_ids)
         self.bucket_bytes = bucket_bytes
+        self.dtype = dtype or model.dtype
         self.sleep_mode = current_platform.is_sleep_mode_available()  # CUDA / ROCm / XPU: yes; CPU: no
         # vLLM reads the policy from a folder once; later weights arrive through load_weights
         self._folder = tempfile.TemporaryDirectory(prefix="rlvr-vllm-")
@@ -98,7 +106,7 @@ class VLLMEngine:
         with _own_rng():  # an in-process vLLM seeds the global RNGs; the trainer's sequence must not move
             self.llm = vllm.LLM(
                 self._folder.name,
-                dtype=str(model.dtype).removeprefix("torch."),
+                dtype=str(self.dtype).removeprefix("torch."),  # casts the saved float32 weights when bf16
                 skip_tokenizer_init=True,  # prompts arrive as token ids; the trainer's tokenizer decodes
                 logprobs_mode="processed_logprobs",  # after temperature / top-p: the sampling distribution
                 enable_sleep_mode=self.sleep_mode,
@@ -162,7 +170,10 @@ class VLLMEngine:
         after the checkpoint (fusing, CPU weight packing, quantization) into the same storage."""
         self.llm.collective_rpc(_begin_reload)
         with torch.no_grad():
-            for bucket in buckets(((k, v.detach()) for k, v in state_dict.items()), self.bucket_bytes):
+            # by reference when the dtypes agree; else a bf16 copy of one bucket at a time (half the bytes)
+            tensors = ((k, v.detach().to(self.dtype) if v.is_floating_point() else v.detach())
+                       for k, v in state_dict.items())
+            for bucket in buckets(tensors, self.bucket_bytes):
                 self.llm.collective_rpc(_load_bucket, args=(bucket,))
                 self.weight_pushes += 1
         self.llm.collective_rpc(_end_reload)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rlvr.algorithms.losses import value_loss
+from rlvr.models import under_autocast
 from rlvr.train.distributed import global_sum, micro_batches, sum_gradients
 from rlvr.types import RolloutBatch
 
@@ -29,9 +30,10 @@ HEAD = "value_head.pt"
 
 
 class ValueModel(nn.Module):
-    def __init__(self, lm, tokenizer, shared: bool = False):
+    def __init__(self, lm, tokenizer, shared: bool = False, autocast: torch.dtype | None = None):
         super().__init__()
         self.shared = shared
+        self.autocast = autocast  # the backbone's forward runs under torch.autocast to it (None: off)
         if shared:  # the policy itself, not registered: its parameters are not the critic's
             object.__setattr__(self, "lm", lm)
         else:
@@ -47,8 +49,10 @@ class ValueModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """values [B,T] float32: entry t is V of the state before token t (the prefix up to t-1),
-        read from the hidden state at t-1, like token_logprobs' entry t; entry 0 is 0."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.shared):
+        read from the hidden state at t-1, like token_logprobs' entry t; entry 0 is 0. The value
+        head runs outside autocast, in its own dtype (float32 with mixed precision)."""
+        grad = torch.is_grad_enabled() and not self.shared
+        with torch.set_grad_enabled(grad), under_autocast(self.autocast, self.device):
             hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
         v = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # [B,T], value after token t
         return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
@@ -67,17 +71,19 @@ class ValueModel(nn.Module):
         torch.save(part("head.", self.head), Path(folder) / HEAD)
 
 
-def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto", policy=None) -> ValueModel:
+def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto", autocast: str = "auto",
+                policy=None) -> ValueModel:
     """A critic from a policy (zero head) or from a saved critic folder (its trained head). With
     `policy`, a head on that model's own hidden states (critic.shared); name_or_path then only
-    says where a trained head may be."""
-    from rlvr.models import load_policy
+    says where a trained head may be. dtype / autocast: model.dtype / model.autocast."""
+    from rlvr.models import load_policy, resolve_precision
 
+    mixed = resolve_precision(dtype, autocast).autocast
     if policy is not None:
-        critic = ValueModel(policy, None, shared=True)
+        critic = ValueModel(policy, None, shared=True, autocast=mixed)
     else:
         lm, tokenizer = load_policy(name_or_path, seed=seed, dtype=dtype)
-        critic = ValueModel(lm, tokenizer)
+        critic = ValueModel(lm, tokenizer, autocast=mixed)
     head = Path(name_or_path) / HEAD
     if head.exists():
         critic.head.load_state_dict(torch.load(head, weights_only=True))

@@ -72,18 +72,25 @@ def is_sharded(module) -> bool:
     return isinstance(module, FSDPModule)
 
 
-def shard(module, layers) -> None:
+def shard(module, layers, param_dtype: torch.dtype | None = None) -> None:
     """FSDP2 over all ranks, in place: each of `layers` (the transformer blocks) is one group,
     whole only while it computes; the rest (embeddings, final norm, heads) is the root's group.
     FSDP divides the reduce-scattered gradients by the world size unless told otherwise; ours are
     summed (see the top of this file): divide factor 1, and a plain SUM collective, since factor 1
     would otherwise be sent as PREMUL_SUM, which gloo refuses. Build optimizers after this call:
-    it replaces the parameters."""
-    from torch.distributed.fsdp import FSDPModule, fully_shard
+    it replaces the parameters.
 
+    `param_dtype` (the run's autocast dtype, bf16) is FSDP2's mixed precision: each group is
+    gathered as a bf16 copy of its float32 shards (half the all-gather and the unsharded memory)
+    and computes with it, under autocast all the same; gradients are reduce-scattered in float32
+    into the float32 shards, which AdamW updates. Unlike single-process autocast, every weight
+    (norms and embeddings too) computes in bf16 then, so the two agree to bf16 precision only."""
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    policy = {} if param_dtype is None else {"mp_policy": MixedPrecisionPolicy(param_dtype, reduce_dtype=torch.float32)}
     for layer in layers:
-        fully_shard(layer)
-    fully_shard(module)
+        fully_shard(layer, **policy)
+    fully_shard(module, **policy)
     for m in module.modules():
         if isinstance(m, FSDPModule):  # these setters act on one module's group, not recursively
             m.set_gradient_divide_factor(1.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from rlvr.algorithms.logprobs import head_token_stats, token_entropy, token_entropy_with_grad, token_logprobs
+from rlvr.models import under_autocast
 from rlvr.train import distributed as dist_utils
 from rlvr.types import RolloutBatch
 
@@ -40,22 +41,31 @@ def _fused_parts(model):
     return parts or None
 
 
-def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bool = False):
+def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bool = False,
+                autocast: torch.dtype | None = None):
     """(logprobs [b,t], entropy [b,t]) of a micro-batch trimmed to its longest row; entry t
     describes token t. The logprobs carry a gradient; the entropy does when `entropy_grad`.
     Through the decoder's hidden states and the output layer chunk by chunk (algorithms/
     logprobs.py: head_token_stats), so no [b, t, V] logits tensor exists, nor its gradient: for
     a 152k vocabulary that is most of an update's memory. Models whose logits are not a plain
-    linear layer of the hidden state use their own logits, still chunked."""
+    linear layer of the hidden state use their own logits, still chunked.
+
+    With `autocast` (bf16; models.resolve_precision) the model's forward runs under
+    torch.autocast and the output layer's matmuls in that dtype, while logprobs and entropies
+    are computed in float32 from the bf16 logits, a chunk at a time (never a float32 [b, t, V]).
+    Autocast ends before this returns, so the loss and its backward run outside it, as torch
+    recommends; the gradients reach the float32 weights in float32."""
     t = int(batch.attention_mask.sum(1).max())
     ids = batch.input_ids[:, :t].to(model.device)
     attn = batch.attention_mask[:, :t].to(model.device)
-    parts = _fused_parts(model)
+    parts = _fused_parts(model)  # outside autocast: the check compares the model's own float32 logits
     if parts is None:
-        logits = model(input_ids=ids, attention_mask=attn).logits  # [b, t, V]
+        with under_autocast(autocast, model.device):
+            logits = model(input_ids=ids, attention_mask=attn).logits  # [b, t, V], bf16 under autocast
         ent = (token_entropy_with_grad if entropy_grad else token_entropy)(logits, temperature=temperature)
-        return token_logprobs(logits, ids, temperature), ent
+        return token_logprobs(logits, ids, temperature), ent  # [b, t] float32 each
     decoder, head = parts
-    hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [b, t, H]
-    lp, ent = head_token_stats(hidden, head.weight, head.bias, ids, temperature)
+    with under_autocast(autocast, model.device):
+        hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [b, t, H]
+    lp, ent = head_token_stats(hidden, head.weight, head.bias, ids, temperature, matmul_dtype=autocast)
     return lp, ent if entropy_grad else ent.detach()

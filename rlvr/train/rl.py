@@ -15,6 +15,10 @@ prompts per step instead of one; token-level ratio and clipping as in PPO/GRPO (
 2402.03300 eq. 3) rather than a summed sequence logprob, which is the on-policy special case
 (inner_epochs=1 makes ratio = 1 and the gradient identical to the plain policy gradient).
 With inner_epochs=1 the "old" logprobs are the current ones detached, saving a forward pass.
+
+Precision (model.autocast, models.resolve_precision): on a GPU every forward (rollouts, reference,
+critic, policy) runs under bf16 autocast over float32 weights; logprobs, values, the losses,
+gradients and AdamW are float32.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from rlvr.algorithms import advantages as adv_fns
 from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms import kl as kl_fns
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
+from rlvr.models import resolve_precision
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import score_many
 from rlvr.rewards.length import overlong_penalty
@@ -139,12 +144,19 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
                         scored.group_ids.clone())
 
 
+def autocast_dtype(cfg: Config) -> torch.dtype | None:
+    """The dtype every forward of the run computes in under torch.autocast (None: off); the
+    weights and AdamW state stay in model.dtype (models.resolve_precision)."""
+    return resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast
+
+
 @torch.no_grad()
 def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad."""
     out = torch.zeros_like(batch.old_logprobs)
+    autocast = autocast_dtype(cfg)
     for s, mb in dist_utils.micro_batches(batch, cfg.rl.micro_batch_size, model):
-        lp, _ = token_stats(model, mb, cfg.rl.temperature)
+        lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
         if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
             out[s : s + len(mb), : lp.shape[1]] = lp.float().cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
@@ -191,8 +203,10 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
+    autocast = autocast_dtype(cfg)
     for _, mb in dist_utils.micro_batches(batch, rl.micro_batch_size, model):
-        lp, ent = token_stats(model, mb, rl.temperature, entropy_grad=rl.entropy_coef > 0)  # [b, t] each
+        # [b, t] each, float32; the forward under autocast, the loss and backward below outside it
+        lp, ent = token_stats(model, mb, rl.temperature, entropy_grad=rl.entropy_coef > 0, autocast=autocast)
         t = lp.shape[1]
         mask = mb.response_mask[:, :t].to(model.device)
         old = lp.detach() if on_policy else mb.old_logprobs[:, :t].to(lp.device)

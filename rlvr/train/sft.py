@@ -18,6 +18,7 @@ import torch
 from rlvr.config import SFTConfig
 from rlvr.eval.evaluate import evaluate
 from rlvr.logging import MetricsLog, progress
+from rlvr.models import under_autocast
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import Reward
 from rlvr.types import Sample
@@ -71,8 +72,11 @@ def cosine_schedule(optimizer, warmup: int, total: int, min_ratio: float):
 
 
 def train_sft(model, tokenizer, engine, train: list[Sample], val: list[Sample], reward: Reward, template: str,
-              cfg: SFTConfig, log: MetricsLog, seed: int = 0) -> SFTResult:
-    """Train in place; on return the model holds the weights of the best validation check."""
+              cfg: SFTConfig, log: MetricsLog, seed: int = 0, autocast: torch.dtype | None = None) -> SFTResult:
+    """Train in place; on return the model holds the weights of the best validation check.
+    `autocast` (models.resolve_precision): the forward runs under torch.autocast to it; the
+    model's loss upcasts the logits to float32, and the backward and AdamW act on the weights
+    in their own dtype."""
     if not train:
         raise ValueError("SFT needs samples with worked solutions (field 'solution')")
     data = encode(train, tokenizer, template)
@@ -92,7 +96,8 @@ def train_sft(model, tokenizer, engine, train: list[Sample], val: list[Sample], 
             order += fresh
         batch, order = [data[i] for i in order[: cfg.batch_size]], order[cfg.batch_size :]
         input_ids, mask, labels = collate(batch, tokenizer.pad_token_id, model.device)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        with under_autocast(autocast, model.device):
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

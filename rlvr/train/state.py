@@ -50,34 +50,38 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     policy: generation needs every weight at each step, and each rank decodes its own prompts for
     its own number of steps, which per-layer gathers (collectives) could not follow. rl.py
     refreshes the copy after each update."""
-    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy
+    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy, resolve_precision
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
     lora = cfg.model.lora_r > 0
     fsdp = cfg.model.fsdp and dist_utils.is_distributed()
-    model, tokenizer = load_policy(str(cfg.model.name_or_path if lora else start_from or cfg.model.name_or_path),
-                                   seed=cfg.model.init_seed, dtype=cfg.model.dtype)
-    enable_checkpointing(model, cfg.model.gradient_checkpointing)
+    m = cfg.model
+    autocast = resolve_precision(m.dtype, m.autocast).autocast  # None: off (a CPU, by default)
+    model, tokenizer = load_policy(str(m.name_or_path if lora else start_from or m.name_or_path),
+                                   seed=m.init_seed, dtype=m.dtype)
+    enable_checkpointing(model, m.gradient_checkpointing)
     if lora:  # adapters on the base; a checkpoint holds the adapters (transformers + peft load it as is)
-        model = add_lora(model, cfg.model, adapter=str(start_from) if start_from else None)
+        model = add_lora(model, m, adapter=str(start_from) if start_from else None)
     decoding = model
     if fsdp:
         decoding = copy.deepcopy(model).requires_grad_(False)
-        dist_utils.shard(model, decoder_layers(model))
-    tr = Trainer(model, tokenizer, make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model)),
-                 *make_optimizer(model, cfg), reward)
+        if autocast is not None:  # the sharded policy computes with bf16 weights (shard): so does its copy
+            decoding.to(autocast)  # (in half the memory)
+        dist_utils.shard(model, decoder_layers(model), param_dtype=autocast)
+    engine = make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model), autocast=autocast)
+    tr = Trainer(model, tokenizer, engine, *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
-        tr.ref_model, _ = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
+        tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype)
         tr.ref_model.eval().requires_grad_(False)
         if fsdp:
-            dist_utils.shard(tr.ref_model, decoder_layers(tr.ref_model))
+            dist_utils.shard(tr.ref_model, decoder_layers(tr.ref_model), param_dtype=autocast)
     if cfg.rl.advantage == "gae":
-        source = start_from / "critic" if start_from else cfg.critic.name_or_path or cfg.model.name_or_path
-        tr.critic = load_critic(str(source), seed=cfg.model.init_seed, dtype=cfg.model.dtype,
+        source = start_from / "critic" if start_from else cfg.critic.name_or_path or m.name_or_path
+        tr.critic = load_critic(str(source), seed=m.init_seed, dtype=m.dtype, autocast=m.autocast,
                                 policy=tr.model if cfg.critic.shared else None)
         if fsdp:  # config.py refuses a shared critic with fsdp: this one has its own backbone
-            dist_utils.shard(tr.critic, decoder_layers(tr.critic.lm))
+            dist_utils.shard(tr.critic, decoder_layers(tr.critic.lm), param_dtype=autocast)
         tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
                                                 weight_decay=cfg.critic.weight_decay)
     return tr

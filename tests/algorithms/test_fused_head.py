@@ -126,3 +126,82 @@ def test_gradient_checkpointing_gives_the_same_gradient():
     assert model.is_gradient_checkpointing
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+# ---- under bf16 autocast (model.autocast): matmuls in bf16, logprobs and entropies in float32 -------
+
+BF16 = torch.bfloat16
+
+
+def test_autocast_head_is_autocasts_linear_then_a_float32_softmax():
+    """matmul_dtype=bf16 must give what torch.autocast gives for the output layer (bf16 logits)
+    followed by the float32 chunked helpers: the same values to float32 rounding, and gradients
+    to bf16 rounding (the backward's matmuls are bf16 too, rounding d loss / d logits once where
+    autograd rounds each output's share). A backward that recomputed the logits in float32
+    would be ~7e-3 off instead of ~3e-3."""
+    g = torch.Generator().manual_seed(0)
+    B, T, H, V = 8, 16, 32, 100
+    hidden = torch.randn(B, T, H, generator=g, requires_grad=True)
+    weight = torch.randn(V, H, generator=g, requires_grad=True)
+    bias = torch.randn(V, generator=g, requires_grad=True)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    w_lp, w_ent = torch.randn(B, T, generator=g), torch.randn(B, T, generator=g)
+
+    def grads(fn):
+        lp, ent = fn()
+        ((lp * w_lp).sum() + (ent * w_ent).sum()).backward()
+        out = [lp.detach(), ent.detach()] + [x.grad.clone() for x in (hidden, weight, bias)]
+        for x in (hidden, weight, bias):
+            x.grad = None
+        return out
+
+    def under_autocast():
+        with torch.autocast("cpu", dtype=BF16):
+            logits = torch.nn.functional.linear(hidden, weight, bias)  # [B, T, V] bf16
+        return token_logprobs(logits, ids, 0.8), token_entropy_with_grad(logits, temperature=0.8)
+
+    fused = grads(lambda: head_token_stats(hidden, weight, bias, ids, 0.8, chunk_rows=5, matmul_dtype=BF16))
+    ref = grads(under_autocast)
+    exact = grads(lambda: reference(hidden, weight, bias, ids, 0.8))  # float32 logits
+    assert all(x.dtype == torch.float32 for x in fused)
+    for a, b in zip(fused[:2], ref[:2]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert (fused[0] - exact[0]).abs().max() > 1e-2  # the logits were bf16: autocast was on
+    for a, b in zip(fused[2:], ref[2:]):
+        assert (a - b).norm() / b.norm() < 4e-3
+
+
+@pytest.mark.parametrize("path", ["fused", "fallback"])
+def test_token_stats_under_autocast_are_float32_near_the_float32_ones(path):
+    """The update's forward under bf16 autocast, on float32 weights: logprobs and entropies come
+    back float32 and equal to the obvious computation (the model's own forward under autocast,
+    then the float32 chunked helpers), so every matmul ran in bf16; they are within bf16
+    rounding of the float32 forward's; gradients reach the float32 weights as float32; and
+    nothing saved for the backward is a float32 tensor of logits size (the chunking holds)."""
+    model = _qwen3() if path == "fused" else _ScaledLogits(_qwen3().config)
+    assert (_fused_parts(model) is not None) == (path == "fused")
+    batch, V = _batch(), model.config.vocab_size
+    runs = []
+    for autocast in (None, BF16):
+        model.zero_grad(set_to_none=True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda x: saved.append(x) or x, lambda x: x):
+            lp, ent = token_stats(model, batch, 0.8, entropy_grad=True, autocast=autocast)
+        (lp[batch.response_mask].sum() - 0.1 * ent[batch.response_mask].sum()).backward()
+        runs.append((lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}, saved))
+    (lp32, ent32, grads32, _), (lp, ent, grads, saved) = runs
+    with torch.no_grad(), torch.autocast("cpu", dtype=BF16):
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # [b, t, V] bf16
+    ref_lp, ref_ent = token_logprobs(logits, batch.input_ids, 0.8), token_entropy_with_grad(logits, temperature=0.8)
+    assert lp.dtype == ent.dtype == torch.float32
+    torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)
+    torch.testing.assert_close(lp, lp32, atol=5e-3, rtol=0)  # measured ~1.3e-3: bf16 logits of size ~1
+    torch.testing.assert_close(ent, ent32, atol=5e-3, rtol=0)
+    assert (lp - lp32).abs().max() > 1e-4  # the float32 forward is further off than the reference check allows
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    for name, g in grads.items():
+        assert g.dtype == torch.float32
+        assert (g - grads32[name]).norm() / grads32[name].norm() < 5e-2, name  # measured <= 1.4e-2
+    rows = batch.input_ids.numel()  # b * t: a [b, t, V] or [b * t, V] float32 logits tensor has rows * V
+    assert not [x.shape for x in saved if x.dtype == torch.float32 and x.shape[-1] == V and x.numel() >= rows * V]

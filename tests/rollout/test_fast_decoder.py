@@ -97,17 +97,24 @@ def test_fused_projections_match_the_modules(arch):
         torch.testing.assert_close(got, flat + layer.mlp(flat), atol=1e-5, rtol=0)
 
 
+def fed_tokens(steps: int = 4):
+    """3 left-padded prompts and `steps` tokens to feed after them -> ids, mask [B, P], fed
+    [B, steps], full_mask and positions [B, P+steps] for one cache-free reference forward."""
+    ids, mask = left_pad(PROMPTS[:3])  # [3, P]
+    fed = torch.randint(2, 50, (ids.shape[0], steps), generator=torch.Generator().manual_seed(0))  # [B, steps]
+    full_mask = torch.cat([mask, torch.ones_like(fed)], dim=1)  # [B, P+steps]
+    positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # [B, P+steps]
+    return ids, mask, fed, full_mask, positions
+
+
 @pytest.mark.parametrize("arch", [*ARCHS, "llama_scaled_rope", "llama_biased"])
 @torch.no_grad()
 def test_logits_match_hf_forward(arch):
     # Reference: one cache-free HF forward over prompt + the tokens fed in later; the fast
     # decoder's prefill must give its logits at column P-1 and decode step t those at P+t.
     model, _ = make_model(arch)
-    ids, mask = left_pad(PROMPTS[:3])  # [3, P]
-    B, P, steps = ids.shape[0], ids.shape[1], 4
-    fed = torch.randint(2, 50, (B, steps), generator=torch.Generator().manual_seed(0))  # [B, steps]
-    full_mask = torch.cat([mask, torch.ones_like(fed)], dim=1)  # [B, P+steps]
-    positions = (full_mask.cumsum(1) - 1).clamp(min=0)  # [B, P+steps]
+    ids, mask, fed, full_mask, positions = fed_tokens()
+    B, P, steps = ids.shape[0], ids.shape[1], fed.shape[1]
     ref = model(input_ids=torch.cat([ids, fed], 1), attention_mask=full_mask, position_ids=positions).logits
 
     decoder = fast_decoder.FastDecoder(model, mask, steps)
@@ -191,3 +198,102 @@ def test_sampled_logprobs_match_hf_forward(arch):
             logits = model(input_ids=seq).logits[0, len(prompt) - 1 : -1]  # [L, V] predicts each response token
             expected = torch.log_softmax(logits / 0.7, dim=-1).gather(1, seq[0, len(prompt) :, None])[:, 0]  # [L]
             torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+
+
+# ---- under bf16 autocast over float32 weights (model.autocast=bfloat16) -----------------------
+
+BF16 = torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", [*ARCHS, "llama_biased"])
+@torch.no_grad()
+def test_autocast_decode_matches_hf_forward_under_autocast(arch, monkeypatch):
+    """What HF's forward computes under torch.autocast: bf16 matmuls and logits, keys and values
+    cached in bf16, and a residual stream that stays float32 (every layer norm's input; folding
+    the residual add into a bf16 addmm would round it each layer, which HF does not)."""
+    model, _ = make_model(arch)
+    ids, mask, fed, full_mask, positions = fed_tokens()
+    P, steps = ids.shape[1], fed.shape[1]
+    with torch.autocast("cpu", dtype=BF16):
+        ref = model(input_ids=torch.cat([ids, fed], 1), attention_mask=full_mask, position_ids=positions).logits
+
+    norm_inputs = []  # dtypes of what each input / post-attention / final norm receives: the residual stream
+    rms_norm = fast_decoder._rms_norm
+
+    def spy(x, weight, eps):
+        if x.shape[-1] == model.config.hidden_size:
+            norm_inputs.append(x.dtype)
+        return rms_norm(x, weight, eps)
+
+    monkeypatch.setattr(fast_decoder, "_rms_norm", spy)
+    decoder = fast_decoder.FastDecoder(model, mask, steps, autocast=BF16)
+    assert decoder.keys.dtype == decoder.values.dtype == BF16 and decoder.mixed
+    got = [decoder.prefill(ids, positions[:, :P])]  # [B, V] each
+    for t in range(steps):
+        got.append(decoder.step(fed[:, t], positions[:, P + t : P + t + 1]))
+    got = torch.stack(got, 1)  # [B, 1 + steps, V]
+    assert got.dtype == ref.dtype == BF16
+    # a bf16 logit of size ~1 has a step of 2^-8..2^-7: allow about two steps (measured up to one)
+    torch.testing.assert_close(got.float(), ref[:, P - 1 :].float(), atol=4e-3, rtol=1e-2)
+    assert norm_inputs and set(norm_inputs) == {torch.float32}
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@torch.no_grad()
+def test_engine_under_autocast_samples_with_the_trainers_bf16_logprobs(fast, monkeypatch):
+    """The engine decodes under the run's autocast, so each token's sampling logprob is that of the
+    trainer's forward under autocast (bf16 logits, float32 log-softmax), up to rounding; and not
+    the float32 engine's logprob for the same token."""
+    from rlvr.train.forward import token_stats
+    from rlvr.types import RolloutBatch
+
+    built = []  # the fast decoders the engine builds: their caches must be bf16 under autocast
+
+    class Recorded(fast_decoder.FastDecoder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self.keys.dtype)
+
+    monkeypatch.setattr(fast_decoder, "FastDecoder", Recorded)
+    if not fast:
+        monkeypatch.setattr(fast_decoder, "supports", lambda model: False)
+    model, tokenizer = make_model("qwen3")
+    params = SamplingParams(max_new_tokens=8, temperature=0.7, seed=1)
+    eos = [model.config.eos_token_id]
+    mixed = HFEngine(model, tokenizer, eos_token_ids=eos, autocast=BF16).generate(PROMPTS, 3, params)
+    assert built == ([BF16] if fast else [])
+    plain = HFEngine(model, tokenizer, eos_token_ids=eos).generate(PROMPTS, 3, params)
+    compared = 0
+    for prompt, group, group32 in zip(PROMPTS, mixed, plain):
+        for c, c32 in zip(group, group32):
+            seq = torch.tensor([prompt + c.token_ids])  # [1, T]
+            on = torch.ones_like(seq, dtype=torch.bool)
+            batch = RolloutBatch(seq, on, on, torch.zeros(seq.shape), torch.zeros(1), torch.zeros(1), torch.zeros(1))
+            lp, _ = token_stats(model, batch, 0.7, autocast=BF16)  # [1, T]
+            # measured: 0 through HF's forward, up to 3.6e-3 through the fast decoder (a bf16 step of its logits)
+            torch.testing.assert_close(torch.tensor(c.logprobs), lp[0, len(prompt) :], atol=1e-2, rtol=0)
+            if c.token_ids == c32.token_ids:
+                compared += 1
+                assert c.logprobs != c32.logprobs
+    assert compared > len(PROMPTS)  # most samples agree on the tokens, so the last check ran
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_autocast_casts_each_weight_once_per_call_not_per_step(fast, monkeypatch):
+    """Decoding is memory-bound: re-reading every float32 weight to cast it at each step would
+    cost more than the bf16 matmuls save. Autocast's cast cache prevents that within one region,
+    but not under inference_mode, so the engine decodes under no_grad when autocast is on."""
+    from torch.profiler import profile
+
+    if not fast:
+        monkeypatch.setattr(fast_decoder, "supports", lambda model: False)
+    model, tokenizer = make_model("qwen3")
+    weights = {tuple(p.shape) for p in model.parameters() if p.dim() == 2}  # activations are [rows, ...]: 12 rows here
+    casts = []
+    for new_tokens in (2, 10):
+        engine = HFEngine(model, tokenizer, eos_token_ids=[-1], autocast=BF16)
+        with profile(record_shapes=True) as prof:
+            engine.generate(PROMPTS, 2, SamplingParams(max_new_tokens=new_tokens, temperature=1.0, seed=0))
+        casts.append(sum(e.name == "aten::_to_copy" and bool(e.input_shapes) and tuple(e.input_shapes[0]) in weights
+                         for e in prof.events()))
+    assert casts[0] > 0 and casts[0] == casts[1]

@@ -3,7 +3,7 @@
 Skipped where vllm cannot be imported (the main install and CI). In the separate environment
 of the README ("vLLM rollouts"), on a CPU, about 40 s:
     OMP_NUM_THREADS=1 ../vllm-env/bin/python -m pytest -m vllm tests/rollout/test_vllm_engine.py
-The first two tests need no vLLM and run everywhere.
+The first three tests need no vLLM and run everywhere.
 """
 
 import sys
@@ -19,6 +19,10 @@ from rlvr.rollout.vllm import buckets
 # round differently from the HF forward. Measured gap on this model: ~1e-6; 1e-4 still catches a
 # wrong temperature, a missing top-p renormalisation or stale weights (all change logprobs by > 1e-2).
 LOGPROB_ATOL = 1e-4
+# vLLM in bf16 against the policy's forward under bf16 autocast: each side rounds its bf16 logits
+# (and attention) in its own kernels. Measured up to 4e-3 at init and 3.8e-2 after the test's
+# update, whose logits reach ~5 (a bf16 step of 0.03 there); stale weights are 0.6 to 3.6 off.
+BF16_LOGPROB_ATOL = 6e-2
 PROMPTS = ["12+34=", "7*8=", "100-1=", "(2+3)*4="]
 
 
@@ -34,6 +38,22 @@ def test_engine_vllm_without_vllm_names_the_field_and_the_install(monkeypatch):
         load_config(None, ["rollout.engine=vllm"])
     with pytest.raises(ConfigError, match="rollout.engine='vlm' is unknown; use hf or vllm"):
         load_config(None, ["rollout.engine=vlm"])
+
+
+def test_make_engine_hands_the_runs_autocast_to_either_engine(monkeypatch):
+    """model.autocast reaches the rollouts: the HF engine decodes under it, vLLM computes in it."""
+    from rlvr.config import RolloutConfig
+    from rlvr.models import build_embedded
+    from rlvr.rollout import make_engine
+    from rlvr.rollout import vllm as vllm_rollout
+
+    model, tok = build_embedded()
+    assert make_engine(RolloutConfig(), model, tok, [1], autocast=torch.bfloat16).autocast == torch.bfloat16
+    assert make_engine(RolloutConfig(), model, tok, [1]).autocast is None
+    given = {}
+    monkeypatch.setattr(vllm_rollout, "VLLMEngine", lambda *args, **kwargs: given.update(kwargs))
+    make_engine(RolloutConfig(engine="vllm"), model, tok, [1], autocast=torch.bfloat16)
+    assert given["dtype"] == torch.bfloat16
 
 
 @pytest.fixture(scope="module", params=["qwen3", "llama"])
@@ -157,6 +177,50 @@ def test_updated_weights_reach_vllm_in_buckets(engine, policy):
     assert (torch.tensor(c.logprobs) - stale).abs().max() > 100 * LOGPROB_ATOL
     engine.generate(prompts[:1], 2, params)  # load_state_dict bumped the versions: the old weights go back
     assert engine.weight_pushes > pushes + sent
+
+
+@pytest.mark.vllm
+def test_bf16_engine_over_float32_master_weights(policy):
+    """model.autocast=bfloat16 with vLLM (make_engine passes dtype=bfloat16): vLLM computes in
+    bf16 over the trainer's float32 weights, so its logprobs are the policy's under bf16
+    autocast, to bf16 rounding; a push after an update sends bf16 copies, and vLLM follows it."""
+    pytest.importorskip("vllm")
+    import copy
+
+    from rlvr.rollout import vllm as vllm_rollout
+
+    model, tok = policy
+    model = copy.deepcopy(model)  # this test updates it; the module's engine keeps the original
+    stop = [tok.eos_token_id, *tok.convert_tokens_to_ids(list("0123456789"))]
+    engine = vllm_rollout.VLLMEngine(model, tok, stop, bucket_bytes=512 << 10, enforce_eager=True,
+                                     kv_cache_memory_bytes=32 << 20, max_num_seqs=32, dtype=torch.bfloat16)
+    sent = []  # dtypes of the tensors each push hands vLLM
+    rpc = engine.llm.collective_rpc
+
+    def spy(fn, args=(), **kwargs):
+        if fn is vllm_rollout._load_bucket:
+            sent.extend(t.dtype for _, t in args[0])
+        return rpc(fn, args=args, **kwargs)
+
+    engine.llm.collective_rpc = spy
+    params = SamplingParams(max_new_tokens=10, temperature=1.0, seed=0)
+    prompts = prompt_ids(tok)
+
+    def check(groups, atol):
+        for prompt, group in zip(prompts, groups):
+            for c in group:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    expected = policy_logprobs(model, prompt, c.token_ids, params)
+                torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=atol, rtol=0)
+
+    check(engine.generate(prompts, 3, params), BF16_LOGPROB_ATOL)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    ids = torch.tensor(prompts[0])[None]
+    model(ids, labels=ids).loss.backward()
+    opt.step()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    check(engine.generate(prompts, 3, params), BF16_LOGPROB_ATOL)
+    assert sent and set(sent) == {torch.bfloat16}
 
 
 def parity_reward(completion, sample):

@@ -1,0 +1,36 @@
+"""The benchmarks stay runnable: each one, at a toy size, ends with its JSON line. Their figures
+are measured by hand on a quiet machine (README, "Benchmarks"); here only that they run and
+count right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from rollout import sampled_tokens  # noqa: E402
+
+
+def test_sampled_tokens_counts_up_to_the_first_eos():
+    # prompt of 2 columns, then 5 new ones; EOS is 9, pad is 0 (model.generate pads after EOS)
+    seqs = torch.tensor([[5, 5, 1, 2, 9, 0, 0],    # 3 tokens, the third is EOS
+                         [5, 5, 1, 2, 3, 4, 6],    # never ends: all 5
+                         [0, 5, 9, 0, 0, 0, 0],    # EOS first: 1
+                         [5, 5, 1, 9, 9, 0, 0]])   # a second EOS after the first is not counted: 2
+    assert sampled_tokens(seqs, 2, [9], 0, stop_at_eos=True) == 3 + 5 + 1 + 2
+    assert sampled_tokens(seqs, 2, [9], 0, stop_at_eos=False) == 4 * 5
+
+
+def test_rollout_benchmark_runs_and_ends_with_its_json_line():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rollout.py"), "--prompts", "2", "--group", "2",
+                          "--new-tokens", "4", "--repeats", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["batch"] == 4 and row["ours_mean_len"] == row["hf_mean_len"] == 4.0  # EOS disabled: every token
+    assert row["ours_tok_s"] > 0 and row["hf_tok_s"] > 0 and 0 < row["matmuls_only_of_limit"] <= row["dense_only_of_limit"]
