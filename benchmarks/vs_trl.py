@@ -71,7 +71,7 @@ def settings(model_dir: str, args, out: Path):
         "rl.min_lr_ratio=1.0", "rl.weight_decay=0.0", "rl.grad_clip=1.0", "rl.advantage=grpo", "rl.loss=ppo_clip",
         "rl.aggregation=token_mean", "rl.skip_uniform_groups=false", "rl.kl_coef=0", "rl.inner_epochs=1",
         "rl.reward_truncated=false", "rl.mask_truncated=false", "rl.eval_every=0", "rl.log_samples_every=0",
-        "task.name=arithmetic", "task.reward=exact", "task.template=plain", "task.rl_max_digits=5",
+        "model.autocast=off", "task.name=arithmetic", "task.reward=exact", "task.template=plain", "task.rl_max_digits=5",
         f"task.eval_per_bucket={args.eval_n // 2}"])
 
 
@@ -88,6 +88,7 @@ def ours(cfg) -> Run:
 
 
 def trl(cfg) -> Run:
+    import torch
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -139,7 +140,7 @@ def trl(cfg) -> Run:
         num_iterations=rl.inner_epochs, shuffle_dataset=False, max_completion_length=rl.max_new_tokens,
         temperature=rl.temperature, top_p=rl.top_p, max_grad_norm=rl.grad_clip, beta=rl.kl_coef,
         loss_type="dapo", scale_rewards="group", mask_truncated_completions=rl.mask_truncated,  # dapo: token mean
-        use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=rl.save_every, disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), bf16=False,  # rlvr's device, float32 like model.autocast=off report_to=[], save_strategy="no", logging_steps=rl.save_every, disable_tqdm=True,
         seed=cfg.seed, log_completions=False,
     )  # the lr and its schedule are those of the optimizer it is handed
     clock = Clock()

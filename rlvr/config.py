@@ -43,7 +43,9 @@ class ModelConfig:
     # logprobs, entropies and losses are computed in float32 from the bf16 logits. On a CPU: float32.
     # dtype bfloat16 / float16 trains pure half weights: half the memory, but small updates round away.
     dtype: str = "auto"  # the weights: auto (float32) | float32 | bfloat16 | float16
-    autocast: str = "auto"  # auto (bfloat16 on a GPU with bf16, over float32 weights; else off) | off | bfloat16
+    # auto (bfloat16 on a GPU with bf16, over float32 weights; else off) | off | bfloat16; a bare YAML
+    # `off` arrives as false and means off
+    autocast: str | bool = "auto"
     init_seed: int = 0  # weight init of the embedded model
     gradient_checkpointing: bool = False  # recompute layer activations in the backward: less memory, ~30% more time
     lora_r: int = 0  # > 0: RL trains LoRA adapters of this rank (peft) instead of every weight; the reference is the base
@@ -55,6 +57,10 @@ class ModelConfig:
     # rollouts decode with a whole, unsharded copy of the policy. In one process it does nothing. Under
     # autocast, FSDP2's mixed precision: bf16 copies of the float32 shards compute (and decode), float32 reduction.
     fsdp: bool = False
+
+    def __post_init__(self):
+        if self.autocast is False:  # YAML 1.1 reads a bare off as false
+            object.__setattr__(self, "autocast", "off")
 
 
 @dataclass(frozen=True)
@@ -270,7 +276,5 @@ def _coerce(value: Any, kind, source: str, name: str):
             return value
         if t in (str, bool) and isinstance(value, t):
             return value
-        if t is str and isinstance(value, bool):  # YAML 1.1 reads off / on (and no / yes) as booleans
-            return "on" if value else "off"  # e.g. model.autocast: off
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"{source}: {name} must be {names}, got {value!r}")

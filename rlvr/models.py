@@ -121,7 +121,7 @@ def resolve_precision(dtype: str = "auto", autocast: str = "auto") -> Precision:
     float32, and off otherwise: on a CPU, where bf16 matmuls are slow on most chips, and over
     half-precision weights, whose matmuls are already half. dtype "auto" is float32: the master
     weights and AdamW state an update must not round away (a bf16 weight near 1 cannot take a
-    step below 2^-8 of itself). config.py refuses the settings that do not combine.
+    step below 2^-8 of itself). config_checks.py refuses the settings that do not combine.
     """
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r}; use one of auto, {', '.join(DTYPES)}")

@@ -188,7 +188,8 @@ class _FusedHead(torch.autograd.Function):
         grad_w_dtype = ctx.matmul_dtype or dtype
         for s in range(0, hidden.shape[0], ctx.chunk):
             h = hidden[s : s + ctx.chunk]
-            z = torch.nn.functional.linear(h.to(w.dtype), w, b).to(dtype).div_(ctx.temperature)  # [n,V]
+            h_w = h.to(w.dtype)  # [n, H]
+            z = torch.nn.functional.linear(h_w, w, b).to(dtype).div_(ctx.temperature)  # [n,V]
             logp = torch.log_softmax(z, dim=-1)
             del z
             p = logp.exp()
@@ -203,12 +204,15 @@ class _FusedHead(torch.autograd.Function):
                 d.sub_(logp.add_(ent).mul_(p).mul_(grad_ent[s : s + ctx.chunk, None].to(dtype)))
             del p, logp
             d.div_(ctx.temperature)  # [n,V], d loss / d logits
-            if grad_h is not None:
-                grad_h[s : s + ctx.chunk] = (d.to(w.dtype) @ w).to(hidden.dtype)
-            if grad_w is not None:
-                grad_w += d.to(grad_w_dtype).T @ h.to(grad_w_dtype)  # summed in float32
             if grad_b is not None:
                 grad_b += d.sum(0)
+            # each [n, V] and [n, H] cast once: under autocast both products take the bf16 copies
+            d_w = d.to(w.dtype)  # [n, V]
+            if grad_h is not None:
+                grad_h[s : s + ctx.chunk] = (d_w @ w).to(hidden.dtype)
+            if grad_w is not None:
+                same = grad_w_dtype == w.dtype
+                grad_w += (d_w if same else d.to(grad_w_dtype)).T @ (h_w if same else h.to(grad_w_dtype))
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
         return grad_h, grad_w, grad_b, None, None, None, None

@@ -58,8 +58,12 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     fsdp = cfg.model.fsdp and dist_utils.is_distributed()
     m = cfg.model
     autocast = resolve_precision(m.dtype, m.autocast).autocast  # None: off (a CPU, by default)
+    # weights nothing trains (a LoRA base, the KL reference) have no master copy to keep: under
+    # autocast they are loaded in its dtype, at half the memory, and not cast again at every forward
+    # (autocast caches its casts of trainable weights only)
+    frozen = m.dtype if autocast is None else str(autocast).removeprefix("torch.")
     model, tokenizer = load_policy(str(m.name_or_path if lora else start_from or m.name_or_path),
-                                   seed=m.init_seed, dtype=m.dtype)
+                                   seed=m.init_seed, dtype=frozen if lora else m.dtype)
     enable_checkpointing(model, m.gradient_checkpointing)
     if lora:  # adapters on the base; a checkpoint holds the adapters (transformers + peft load it as is)
         model = add_lora(model, m, adapter=str(start_from) if start_from else None)
@@ -72,7 +76,7 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     engine = make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model), autocast=autocast)
     tr = Trainer(model, tokenizer, engine, *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
-        tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype)
+        tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype if fsdp else frozen)
         tr.ref_model.eval().requires_grad_(False)
         if fsdp:
             dist_utils.shard(tr.ref_model, decoder_layers(tr.ref_model), param_dtype=autocast)
@@ -80,7 +84,7 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
         source = start_from / "critic" if start_from else cfg.critic.name_or_path or m.name_or_path
         tr.critic = load_critic(str(source), seed=m.init_seed, dtype=m.dtype, autocast=m.autocast,
                                 policy=tr.model if cfg.critic.shared else None)
-        if fsdp:  # config.py refuses a shared critic with fsdp: this one has its own backbone
+        if fsdp:  # config_checks.py refuses a shared critic with fsdp: this one has its own backbone
             dist_utils.shard(tr.critic, decoder_layers(tr.critic.lm), param_dtype=autocast)
         tr.critic_optimizer = torch.optim.AdamW(tr.critic.parameters(), lr=cfg.critic.lr,
                                                 weight_decay=cfg.critic.weight_decay)

@@ -122,3 +122,33 @@ def test_train_rl_two_steps_end_to_end(tiny_llama_dir, tmp_path):
     assert max(r["logprob_mismatch"] for r in rows) < 2e-3, rows  # bf16 rounding (measured 4e-4), not another policy
     saved = load_file(str(checkpoint.latest(tmp_path / "run") / "model.safetensors"))
     assert {t.dtype for t in saved.values()} == {torch.float32}
+
+
+def test_weights_nothing_trains_are_held_in_bf16(tiny_llama_dir):
+    """Under autocast the KL reference and a LoRA base have no master weights to keep: they load
+    in bf16 (half the memory; autocast would otherwise cast them again at every forward, as it
+    caches casts of trainable weights only), while every trained weight stays float32."""
+    base = [f"model.name_or_path={tiny_llama_dir}", *BF16]
+    tr = state.build_trainer(load_config(None, [*base, "rl.kl_coef=0.1"]), None)
+    assert {p.dtype for p in tr.ref_model.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in tr.model.parameters()} == {torch.float32}
+    tr = state.build_trainer(load_config(None, [*base, "model.lora_r=4"]), None)
+    assert {p.dtype for p in tr.model.parameters() if p.requires_grad} == {torch.float32}  # the adapters
+    assert {p.dtype for p in tr.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # the base
+    tr = state.build_trainer(load_config(None, [f"model.name_or_path={tiny_llama_dir}", "rl.kl_coef=0.1"]), None)
+    assert {p.dtype for p in tr.ref_model.parameters()} == {torch.float32}  # without autocast: as loaded
+
+
+def test_lora_over_a_bf16_base_trains_end_to_end(tiny_llama_dir, tmp_path):
+    """LoRA under autocast: float32 adapters over the bf16 base through rollouts, the update (the
+    reference is the base, adapters off) and the adapter checkpoint, which stays float32."""
+    from tests.train.test_rl_plumbing import CALLS
+
+    CALLS.update(n=0, stop_after=None)
+    cfg = rl_config(tiny_llama_dir, tmp_path / "run", rl__steps=2, rl__kl_coef=0.05, model__autocast="bfloat16",
+                    model__lora_r=4)
+    assert train_rl(cfg, log_fn=lambda *_: None)["steps"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["grad_norm"] > 0 for r in rows) and max(r["logprob_mismatch"] for r in rows) < 2e-3, rows
+    saved = load_file(str(checkpoint.latest(tmp_path / "run") / "adapter_model.safetensors"))
+    assert saved and {t.dtype for t in saved.values()} == {torch.float32}
