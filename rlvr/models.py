@@ -86,9 +86,11 @@ def default_device() -> torch.device:
 def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
     """Return (model, tokenizer) for a hub id, a local folder, or "embedded", its weights in the
     dtype model.dtype resolves to (resolve_precision: "auto" is float32, the master weights that
-    autocast computes from; the embedded model is always built in float32)."""
+    autocast computes from; the embedded model is built in float32, then cast)."""
+    torch_dtype = resolve_precision(dtype).weights
     if name_or_path == EMBEDDED:
         model, tokenizer = build_embedded(seed)
+        model = model.to(torch_dtype)  # e.g. a bf16 KL reference under autocast (train/state.py)
     else:
         looks_local = name_or_path.startswith(("/", ".", "~")) or os.path.isdir(os.path.dirname(name_or_path) or "#")
         if looks_local and not os.path.isdir(name_or_path):
@@ -96,7 +98,6 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
                 f"model.name_or_path={name_or_path!r}: no such folder; give a folder made by save_pretrained, "
                 "a hub id (owner/name), or 'embedded'"
             )
-        torch_dtype = resolve_precision(dtype).weights
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     prepare_tokenizer(tokenizer, model)

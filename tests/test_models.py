@@ -46,3 +46,7 @@ def test_loaded_weights_follow_the_resolved_dtype(tiny_llama_dir):
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # master weights, whatever autocast does
     model, _ = load_policy(str(tiny_llama_dir), dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model, _ = load_policy("embedded", dtype="bfloat16")  # built in float32, then cast
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model, _ = load_policy("embedded")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
