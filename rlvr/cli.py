@@ -50,7 +50,7 @@ def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
     from rlvr.eval.evaluate import eval_problems
     from rlvr.logging import MetricsLog
-    from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy, resolve_precision
+    from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
@@ -64,7 +64,7 @@ def run_sft(cfg):
     data = load_task(cfg.task, need=("sft", "heldout"))
     torch.manual_seed(cfg.seed)
     model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
-    autocast = resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast
+    autocast = run_autocast(cfg.model)
     enable_checkpointing(model, cfg.model.gradient_checkpointing)
     out.mkdir(parents=True, exist_ok=True)  # only now that every input has been checked
     save_config(cfg, out / "config.yaml")
@@ -125,7 +125,7 @@ def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: st
 
 def eval_model(model_path: str, cfg, out: Path | None):
     from rlvr.eval.evaluate import eval_problems
-    from rlvr.models import eos_token_ids, load_policy, resolve_precision
+    from rlvr.models import eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import load_task
@@ -134,7 +134,7 @@ def eval_model(model_path: str, cfg, out: Path | None):
     samples = eval_problems(data.heldout, cfg.eval)
     model, tok = load_policy(model_path, dtype=cfg.model.dtype)
     engine = HFEngine(model, tok, eos_token_ids(tok, model),
-                      autocast=resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast)
+                      autocast=run_autocast(cfg.model))
     return held_out_eval(engine, tok, samples, resolve(cfg.task.reward), cfg, out, Path(model_path).name or model_path,
                          model_path)
 

@@ -103,11 +103,13 @@ def _check_model(cfg: Config, need) -> None:
 def _check_precision(m: ModelConfig, need) -> None:
     import torch
 
-    need(m.dtype in ("auto", "float32", "bfloat16", "float16"), f"model.dtype={m.dtype!r}",
+    from rlvr.models import AUTOCAST, DTYPES
+
+    need(m.dtype == "auto" or m.dtype in DTYPES, f"model.dtype={m.dtype!r}",
          "is unknown; use auto (float32), float32, bfloat16 or float16")
     need(m.autocast != "float16", "model.autocast=float16", "is not supported: float16 gradients underflow without "
          "loss scaling, which rlvr does not do; use model.autocast=bfloat16 (GPUs since Ampere) or off")
-    need(m.autocast in ("auto", "off", "bfloat16"), f"model.autocast={m.autocast!r}", "is unknown; use auto, off or bfloat16")
+    need(m.autocast in AUTOCAST, f"model.autocast={m.autocast!r}", "is unknown; use auto, off or bfloat16")
     need(m.autocast != "bfloat16" or m.dtype in ("auto", "float32"), f"model.autocast=bfloat16 with model.dtype={m.dtype}",
          "does not combine: autocast runs bf16 matmuls over float32 master weights; set model.dtype=auto for mixed "
          f"precision, or model.autocast=off to train the {m.dtype} weights as they are")

@@ -105,6 +105,7 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTOCAST = ("auto", "off", "bfloat16")  # model.autocast's values
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,18 @@ def resolve_precision(dtype: str = "auto", autocast: str = "auto") -> Precision:
     """
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r}; use one of auto, {', '.join(DTYPES)}")
-    if autocast not in ("auto", "off", "bfloat16"):
+    if autocast not in AUTOCAST:
         raise ValueError(f"model.autocast={autocast!r}; use one of auto, off, bfloat16")
     weights = DTYPES.get(dtype, torch.float32)
     cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     on = autocast == "bfloat16" or (autocast == "auto" and weights == torch.float32 and cuda_bf16)
     return Precision(weights, torch.bfloat16 if on else None)
+
+
+def run_autocast(m) -> torch.dtype | None:
+    """The dtype every forward of a run computes in under torch.autocast (None: off), from its
+    ModelConfig `m`; the weights and AdamW state stay in model.dtype."""
+    return resolve_precision(m.dtype, m.autocast).autocast
 
 
 def under_autocast(dtype: torch.dtype | None, device: torch.device):

@@ -34,7 +34,7 @@ from rlvr.algorithms import advantages as adv_fns
 from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms import kl as kl_fns
 from rlvr.config import TOKEN_LEVEL_ADVANTAGES, Config
-from rlvr.models import resolve_precision
+from rlvr.models import run_autocast
 from rlvr.prompts import prompt_ids
 from rlvr.rewards import score_many
 from rlvr.rewards.length import overlong_penalty
@@ -144,17 +144,11 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
                         scored.group_ids.clone())
 
 
-def autocast_dtype(cfg: Config) -> torch.dtype | None:
-    """The dtype every forward of the run computes in under torch.autocast (None: off); the
-    weights and AdamW state stay in model.dtype (models.resolve_precision)."""
-    return resolve_precision(cfg.model.dtype, cfg.model.autocast).autocast
-
-
 @torch.no_grad()
 def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad."""
     out = torch.zeros_like(batch.old_logprobs)
-    autocast = autocast_dtype(cfg)
+    autocast = run_autocast(cfg.model)
     for s, mb in dist_utils.micro_batches(batch, cfg.rl.micro_batch_size, model):
         lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
         if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
@@ -203,7 +197,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
-    autocast = autocast_dtype(cfg)
+    autocast = run_autocast(cfg.model)
     for _, mb in dist_utils.micro_batches(batch, rl.micro_batch_size, model):
         # [b, t] each, float32; the forward under autocast, the loss and backward below outside it
         lp, ent = token_stats(model, mb, rl.temperature, entropy_grad=rl.entropy_coef > 0, autocast=autocast)

@@ -50,14 +50,14 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     policy: generation needs every weight at each step, and each rank decodes its own prompts for
     its own number of steps, which per-layer gathers (collectives) could not follow. rl.py
     refreshes the copy after each update."""
-    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy, resolve_precision
+    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
     lora = cfg.model.lora_r > 0
     fsdp = cfg.model.fsdp and dist_utils.is_distributed()
     m = cfg.model
-    autocast = resolve_precision(m.dtype, m.autocast).autocast  # None: off (a CPU, by default)
+    autocast = run_autocast(m)  # None: off (a CPU, by default)
     # weights nothing trains (a LoRA base, the KL reference) have no master copy to keep: under
     # autocast they are loaded in its dtype, at half the memory, and not cast again at every forward
     # (autocast caches its casts of trainable weights only)
