@@ -55,10 +55,12 @@ class Run:
     step_times: list[float]  # seconds of each training step (sampling + update)
     rollout_times: list[float]  # the sampling and scoring part of each step
     checkpoints: list[tuple[int, float, str]]  # (step, training seconds when saved, folder)
+    skipped: list[float] = ()  # rlvr: the fraction of rows each update left out as gradient-free
 
 
-def settings(model_dir: str, args, out: Path):
-    """The one configuration of both sides, as an rlvr Config (the demo recipe, overridden)."""
+def settings(model_dir: str, args, out: Path, *extra: str):
+    """The one configuration of both sides, as an rlvr Config (the demo recipe, overridden);
+    `extra`: overrides for rlvr alone that do not change what is computed."""
     from rlvr.cli import recipe_path
     from rlvr.config import load_config
 
@@ -72,7 +74,7 @@ def settings(model_dir: str, args, out: Path):
         "rl.aggregation=token_mean", "rl.skip_uniform_groups=false", "rl.kl_coef=0", "rl.inner_epochs=1",
         "rl.reward_truncated=false", "rl.mask_truncated=false", "rl.eval_every=0", "rl.log_samples_every=0",
         "model.autocast=off", "task.name=arithmetic", "task.reward=exact", "task.template=plain", "task.rl_max_digits=5",
-        f"task.eval_per_bucket={args.eval_n // 2}"])
+        f"task.eval_per_bucket={args.eval_n // 2}", *extra])
 
 
 def ours(cfg) -> Run:
@@ -84,7 +86,8 @@ def ours(cfg) -> Run:
     elapsed = {r["step"]: r["elapsed_s"] for r in rows}  # the clock rl.time_budget_s reads
     steps = sorted(int(f.name.removeprefix("step-")) for f in (out / "checkpoints").glob("step-??????"))
     return Run([r["time_rollout"] + r["time_update"] for r in rows], [r["time_rollout"] for r in rows],
-               [(s, elapsed[s], str(out / "checkpoints" / f"step-{s:06d}")) for s in steps])
+               [(s, elapsed[s], str(out / "checkpoints" / f"step-{s:06d}")) for s in steps],
+               [r.get("zero_adv_skipped", 0.0) for r in rows])
 
 
 def trl(cfg) -> Run:
@@ -140,7 +143,8 @@ def trl(cfg) -> Run:
         num_iterations=rl.inner_epochs, shuffle_dataset=False, max_completion_length=rl.max_new_tokens,
         temperature=rl.temperature, top_p=rl.top_p, max_grad_norm=rl.grad_clip, beta=rl.kl_coef,
         loss_type="dapo", scale_rewards="group", mask_truncated_completions=rl.mask_truncated,  # dapo: token mean
-        use_cpu=not torch.cuda.is_available(), bf16=False,  # rlvr's device, float32 like model.autocast=off report_to=[], save_strategy="no", logging_steps=rl.save_every, disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(), bf16=False,  # rlvr's device, float32 like model.autocast=off
+        report_to=[], save_strategy="no", logging_steps=rl.save_every, disable_tqdm=True,
         seed=cfg.seed, log_completions=False,
     )  # the lr and its schedule are those of the optimizer it is handed
     clock = Clock()
@@ -170,21 +174,34 @@ def held_out_accuracy(folders: list[str], cfg) -> list[float]:
 def step_time(args, model_dir: str, tmp: Path) -> None:
     import torch
 
+    runs = {}
+    # rlvr as it runs by default, then computing every row as TRL does: uniform groups (all
+    # rewards equal) have advantage exactly 0 and so an exactly zero gradient; rlvr leaves them
+    # out of the forward and backward (rl.skip_zero_advantage_rows), with the same update
+    for name, extra in (("rlvr", ()), ("rlvr, every row", ("rl.skip_zero_advantage_rows=false",))):
+        torch.manual_seed(0)
+        runs[name] = ours(settings(model_dir, args, tmp / f"ours{len(runs)}", *extra))
     torch.manual_seed(0)
-    r_ours = ours(settings(model_dir, args, tmp / "ours"))
-    torch.manual_seed(0)
-    r_trl = trl(settings(model_dir, args, tmp / "trl"))
-    a, b = statistics.median(r_ours.step_times[1:]), statistics.median(r_trl.step_times[1:])
+    runs["TRL"] = trl(settings(model_dir, args, tmp / "trl"))
     # the split: sampling and scoring, then the rest of the step (the loss's forward and backward, the optimizer)
-    ra, rb = statistics.median(r_ours.rollout_times[1:]), statistics.median(r_trl.rollout_times[1:])
+    step = {name: statistics.median(run.step_times[1:]) for name, run in runs.items()}
+    roll = {name: statistics.median(run.rollout_times[1:]) for name, run in runs.items()}
+    skipped = statistics.mean(runs["rlvr"].skipped[1:])
     print(f"{args.prompts} prompts x {args.group} rollouts, {args.max_new_tokens} new tokens, "
           f"{args.steps} steps ({'random init' if args.model is None else args.model}); median of steps 2..{args.steps}")
-    print(f"{'':6}{'s per step':>11}{'rollout':>9}{'update':>8}   all steps")
-    for name, t, r, run in (("rlvr", a, ra, r_ours), ("TRL", b, rb, r_trl)):
-        print(f"{name:<6}{t:>11.2f}{r:>9.2f}{t - r:>8.2f}   {', '.join(f'{x:.2f}' for x in run.step_times)}")
-    print(f"  rlvr is {b / a:.1f}x faster a step (target >= 3x): {rb / ra:.1f}x at rollout, {(b - rb) / (a - ra):.1f}x at update")
+    print(f"{'':16}{'s per step':>11}{'rollout':>9}{'update':>8}   all steps")
+    for name, run in runs.items():
+        t, r = step[name], roll[name]
+        print(f"{name:<16}{t:>11.2f}{r:>9.2f}{t - r:>8.2f}   {', '.join(f'{x:.2f}' for x in run.step_times)}")
+    a, a_all, b = step["rlvr"], step["rlvr, every row"], step["TRL"]
+    ra, rb = roll["rlvr"], roll["TRL"]
+    print(f"  rlvr is {b / a:.1f}x faster a step (target >= 3x): {rb / ra:.1f}x at rollout, {(b - rb) / (a - ra):.1f}x at "
+          f"update, where it left out {100 * skipped:.0f}% of the rows as gradient-free (zero advantage)")
+    print(f"  computing every row as TRL does, rlvr is {b / a_all:.1f}x faster a step")
     print(json.dumps({"ours_s_per_step": round(a, 3), "trl_s_per_step": round(b, 3), "ratio": round(b / a, 2),
                       "ours_rollout_s": round(ra, 3), "trl_rollout_s": round(rb, 3),
+                      "zero_adv_skipped": round(skipped, 3), "ours_every_row_s_per_step": round(a_all, 3),
+                      "ratio_every_row": round(b / a_all, 2),
                       "prompts": args.prompts, "group": args.group, "max_new_tokens": args.max_new_tokens}))
 
 

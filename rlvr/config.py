@@ -124,6 +124,10 @@ class RLConfig:
     loss: str = "ppo_clip"  # ppo_clip (token-level ratio) | gspo (sequence-level ratio)
     aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum | constant_norm
     skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+    # no forward/backward for rows whose gradient is exactly zero (all-zero advantages, no KL or
+    # entropy term in the loss); they still count in the normaliser, so the gradient is unchanged
+    # and only per-token metrics (entropy, clip_frac, ...) are over the rows computed
+    skip_zero_advantage_rows: bool = True
     dynamic_sampling: bool = False  # DAPO: keep sampling until prompts_per_step groups have reward spread
     max_sampling_rounds: int = 4  # dynamic sampling: rollout rounds per step at most (then train on what there is)
     overlong_buffer: int = 0  # DAPO soft overlong punishment over the last N tokens before max_new_tokens (0: off)

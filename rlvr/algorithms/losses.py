@@ -39,6 +39,11 @@ class LossOutput:
 
 LOSSES = Registry("policy loss")
 
+# Losses whose advantage term is A times a function of the ratio, so that with A = 0 on every
+# token of a row the row's loss is 0 and its gradient exactly 0 whatever the logprobs. A loss
+# registered elsewhere is not assumed to have this property.
+_VANISH_AT_ZERO_ADVANTAGE = frozenset({"ppo_clip", "gspo"})
+
 
 def policy_loss(
     name: str,
@@ -66,6 +71,27 @@ def policy_loss(
         clip_ratio_c=clip_ratio_c,
         entropy_coef=entropy_coef,
     )
+
+
+def rows_with_gradient(
+    name: str, advantages: Tensor, response_mask: Tensor, *, kl_coef: float, entropy_coef: float
+) -> Tensor:
+    """[B] bool: False for a row whose loss and gradient under `policy_loss(name, ...)` are exactly
+    zero for any logprobs, so its forward and backward can be skipped without changing the
+    update (it still counts in the aggregation's normaliser). That holds when every response
+    token of the row has advantage exactly 0 (a uniform group under GRPO, Dr. GRPO or RLOO with
+    0/1 rewards), the loss is one whose advantage term vanishes with A, and there is no KL or
+    entropy term (kl_coef = entropy_coef = 0), which do not vanish. Otherwise every row is True.
+
+    advantages [B] or [B,T], response_mask [B,T] bool.
+    """
+    keep = torch.ones(len(response_mask), dtype=torch.bool, device=response_mask.device)
+    if name not in _VANISH_AT_ZERO_ADVANTAGE or kl_coef != 0 or entropy_coef != 0:
+        return keep
+    adv = advantages.to(response_mask.device)
+    if adv.dim() == 1:
+        return adv != 0
+    return ((adv != 0) & response_mask).any(-1)
 
 
 def _masked(x: Tensor, mask: Tensor) -> Tensor:

@@ -230,7 +230,7 @@ def gather_objects(obj) -> list:
 # how each per-step metric combines across ranks; anything else is averaged (equal shards)
 _SUMMED = ("generated_tokens", "kept_rollouts", "reward_errors", "loss", "value_loss", "value_clip_frac",
            # per-token means, each rank's share already divided by the global token count
-           "clip_frac", "entropy", "kl", "approx_kl", "logprob_mismatch", "ratio_mean")
+           "clip_frac", "entropy", "kl", "approx_kl", "logprob_mismatch", "ratio_mean", "zero_adv_skipped")
 _MAXED = ("length_max", "ratio_max", "time_rollout", "time_update")
 _SAME = ("reward_std", "grad_norm", "critic_grad_norm", "lr", "value_explained_var")  # computed from global sums: rank 0's
 _MINNED = ("ratio_min",)

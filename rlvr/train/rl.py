@@ -191,9 +191,20 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
 def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:
     """Stages 4-5: accumulate the gradient of the whole batch (this rank's share of it) into
     .grad, micro-batch by micro-batch, then sum it over ranks. The normaliser is global, so the
-    gradient does not depend on micro_batch_size or world size (tests/train/test_invariance.py)."""
+    gradient does not depend on micro_batch_size or world size (tests/train/test_invariance.py).
+
+    Rows whose gradient is exactly zero (losses.rows_with_gradient: all-zero advantages and no
+    KL or entropy term) get no forward or backward when rl.skip_zero_advantage_rows; they still
+    count in the normaliser, so the gradient is the same, and the per-token metrics are then
+    over the rows computed (None when there are none)."""
     rl = cfg.rl
+    kl_coef = 0.0 if rl.kl_in_reward else rl.kl_coef
     norm = global_sum(aggregation.normalizer(rl.aggregation, batch.response_mask, rl.max_new_tokens))
+    rows = len(batch)
+    if rl.skip_zero_advantage_rows:
+        live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask, kl_coef=kl_coef,
+                                         entropy_coef=rl.entropy_coef)
+        batch = batch.select(live.nonzero().squeeze(1))
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
@@ -209,7 +220,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
         out = losses.policy_loss(
             rl.loss, losses.LossInputs(lp, old, adv.to(lp.device), mask, ref, entropy=ent),
             clip_low=rl.clip_low, clip_high=rl.clip_high, clip_ratio_c=rl.clip_ratio_c,
-            kl_coef=0.0 if rl.kl_in_reward else rl.kl_coef, kl_estimator=rl.kl_estimator, entropy_coef=rl.entropy_coef)
+            kl_coef=kl_coef, kl_estimator=rl.kl_estimator, entropy_coef=rl.entropy_coef)
         loss = aggregation.aggregate(rl.aggregation, out.per_token, mask, norm)
         loss.backward()
         m = mask.float()
@@ -224,11 +235,19 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
         if m.any():
             ratio_max = max(ratio_max, float(out.ratio[mask].max()))
             ratio_min = min(ratio_min, float(out.ratio[mask].min()))
+    computed, total = global_sum(torch.tensor([len(batch), rows], dtype=torch.float64)).tolist()
+    if computed == 0:  # every gradient is zero: AdamW still steps (momentum, weight decay) as it would
+        for p in model.parameters():
+            if p.requires_grad and p.grad is None:
+                p.grad = torch.zeros_like(p)
     sum_gradients(model.parameters())
     # per-token metrics are this rank's share of the global token mean: reduce_metrics sums them
-    n_tokens = float(global_sum(batch.response_mask.sum()).clamp(min=1))
-    return {"loss": sums.pop("loss"), **{k: v / n_tokens for k, v in sums.items()},
-            "ratio_max": ratio_max, "ratio_min": ratio_min}
+    n_tokens = float(global_sum(batch.response_mask.sum()))
+    loss = sums.pop("loss")
+    per_token = {k: v / n_tokens if n_tokens else float("nan") for k, v in sums.items()}  # nan: logged as null
+    # the rows left out as gradient-free: this rank's share of the batch's fraction (summed too)
+    skipped = (rows - len(batch)) / max(total, 1.0)
+    return {"loss": loss, **per_token, "ratio_max": ratio_max, "ratio_min": ratio_min, "zero_adv_skipped": skipped}
 
 
 def update(tr: Trainer, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:

@@ -36,9 +36,10 @@ def weights(ckpt):
 
 def test_two_steps_on_a_user_checkpoint(tiny_llama_dir, tmp_path):
     CALLS.update(n=0, stop_after=None)
-    # the random model rarely stops within 12 tokens: by default its truncated responses score 0
-    result = train_rl(config(tiny_llama_dir, tmp_path / "run", rl__steps=2, rl__reward_truncated="false"),
-                      log_fn=lambda *_: None)
+    # the random model rarely stops within 12 tokens: by default its truncated responses score 0.
+    # Every row is computed, so logprob_mismatch covers them all, uniform groups included
+    result = train_rl(config(tiny_llama_dir, tmp_path / "run", rl__steps=2, rl__reward_truncated="false",
+                             rl__skip_zero_advantage_rows="false"), log_fn=lambda *_: None)
     assert result["steps"] == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
