@@ -104,13 +104,16 @@ class FastDecoder:
 
     Rows are left-padded prompts. `bias` is the additive attention mask over cache columns (0 on
     real tokens, -inf on padding), kept as a buffer so a decode step slices it rather than
-    building and converting a boolean mask per layer. `select` keeps only some rows.
+    building and converting a boolean mask per layer. `select` keeps only some rows, or repeats
+    them: a prefill of each distinct prompt once, then `select` with repeated indices, gives
+    every sample of a prompt its own copy of the prompt's cache (`capacity` rows are allocated).
     """
 
     def __init__(self, model: PreTrainedModel, prompt_mask: torch.Tensor, max_new_tokens: int,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, capacity: int | None = None):
         """`autocast`: the dtype the forward's matmuls run in under torch.autocast (None: the
-        weights' own); the cache holds keys and values in it. Each call runs under autocast."""
+        weights' own); the cache holds keys and values in it. Each call runs under autocast.
+        `capacity`: rows to allocate (at least prompt_mask's; `select` may grow to it)."""
         config = model.config
         self.model = model
         self.eps = config.rms_norm_eps
@@ -124,12 +127,12 @@ class FastDecoder:
         self.fused = [self._fuse(layer.self_attn, config.model_type == "qwen3") for layer in model.model.layers]
         B, P = prompt_mask.shape
         T = P + max_new_tokens
-        shape = (len(model.model.layers), B, self.kv_heads, T, self.head_dim)
+        shape = (len(model.model.layers), max(B, capacity or 0), self.kv_heads, T, self.head_dim)
         self.keys = torch.empty(shape, dtype=self.dtype, device=param.device)  # [L, B, kvh, T, d]
         self.values = torch.empty_like(self.keys)  # [L, B, kvh, T, d]
         # generated columns are all real: a live row always appends a real token
-        self.bias = torch.zeros((B, T), dtype=self.dtype, device=param.device)  # [B, T]
-        self.bias[:, :P].masked_fill_(prompt_mask == 0, float("-inf"))
+        self.bias = torch.zeros((shape[1], T), dtype=self.dtype, device=param.device)  # [capacity, T]
+        self.bias[:B, :P].masked_fill_(prompt_mask == 0, float("-inf"))
         self.rows = B  # live rows: the first `rows` of the cache and bias (see `select`)
         self.length = 0  # cache columns filled so far
         # cos/sin of every position this decode can reach, from the model's own rotary module
@@ -156,9 +159,9 @@ class FastDecoder:
 
     def prefill(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """input_ids, positions [B, P] -> next-token logits [B, V] (from the last column)."""
-        P = input_ids.shape[1]
+        B, P = input_ids.shape
         future = torch.ones((P, P), dtype=torch.bool, device=input_ids.device).triu(1)  # [P, P] key after query
-        bias = self.bias[:, None, :P].masked_fill(future, float("-inf"))  # [B, P, P]
+        bias = self.bias[:B, None, :P].masked_fill(future, float("-inf"))  # [B, P, P]
         # a pad query row would see no key at all, which some SDPA kernels answer with NaN (CPU
         # gives zeros) and a NaN would reach the cache; let it see itself. Its output is unused.
         bias.diagonal(dim1=1, dim2=2).zero_()  # [B, P, P] the diagonal is a view: zeroed in place
@@ -170,7 +173,8 @@ class FastDecoder:
         return self._forward(tokens[:, None], positions, bias)
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` [b'] of the batch, cache and mask alike.
+        """Keep only `rows` [b'] of the batch, cache and mask alike, in that order; an index may
+        repeat (b' up to the capacity).
 
         The kept rows move to the front of the existing buffers, and only the filled columns
         are copied: nothing is reallocated, and the columns still to be written are not moved.

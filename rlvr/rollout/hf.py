@@ -1,7 +1,9 @@
 """Rollout engine over a Hugging Face causal LM, for CPU and GPU.
 
 All sequences of a rollout batch are decoded together, one token per forward pass, over a KV
-cache. Prompts are left-padded so every row's next token sits in the last column; rows that
+cache. Each distinct prompt is prefilled once and its cache repeated for its G samples (what
+`model.generate(num_return_sequences=G)` computes G times). Prompts are left-padded so every
+row's next token sits in the last column; rows that
 sampled EOS are dropped from the batch (and from the cache) as soon as enough of them have
 finished, so late steps cost only what is still running. Compared to `model.generate`, it skips
 the logits-processor and stopping-criteria machinery and returns what RL needs: token ids, the
@@ -124,15 +126,22 @@ class HFEngine:
         device = self.model.device
         was_training = self.model.training
         self.model.eval()
-        input_ids, mask = _left_pad(rows, self.pad)  # [B, P]
+        # each distinct prompt is prefilled once (a group's samples share it), then its cache and
+        # last logits are repeated for every row that holds it
+        distinct: dict[tuple[int, ...], int] = {}
+        inverse = torch.tensor([distinct.setdefault(tuple(r), len(distinct)) for r in rows], device=device)  # [B]
+        input_ids, mask = _left_pad([list(r) for r in distinct], self.pad)  # [U, P]
         input_ids, mask, eos = input_ids.to(device), mask.to(device), self.eos.to(device)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, P]
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # [U, P]
+        B, N = len(rows), params.max_new_tokens
         if fast_decoder.supports(self.model):
-            decoder = fast_decoder.FastDecoder(self.model, mask, params.max_new_tokens, autocast=self.autocast)
+            decoder = fast_decoder.FastDecoder(self.model, mask, N, autocast=self.autocast, capacity=B)
         else:
             decoder = _HFDecoder(self.model, mask)
-        logits = decoder.prefill(input_ids, positions)  # [B, V]
-        B, N = len(rows), params.max_new_tokens
+        logits = decoder.prefill(input_ids, positions)  # [U, V]
+        if len(distinct) < B:
+            decoder.select(inverse)
+            logits, positions = logits[inverse], positions[inverse]  # [B, V], [B, P]
         next_pos = positions[:, -1:] + 1  # [B, 1]
         alive = torch.arange(B, device=device)  # original row index of each live row
         tokens_out = torch.full((B, N), self.pad, dtype=torch.long, device=device)

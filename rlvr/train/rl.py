@@ -145,15 +145,28 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
 
 
 @torch.no_grad()
-def frozen_logprobs(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
-    """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad."""
+def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad;
+    only for `rows` [n] when given (the others stay 0)."""
     out = torch.zeros_like(batch.old_logprobs)
+    rows = torch.arange(len(batch)) if rows is None else rows
     autocast = run_autocast(cfg.model)
-    for s, mb in dist_utils.micro_batches(batch, cfg.rl.micro_batch_size, model):
+    for s, mb in dist_utils.micro_batches(batch.select(rows), cfg.rl.micro_batch_size, model):
         lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
         if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
-            out[s : s + len(mb), : lp.shape[1]] = lp.float().cpu()
+            out[rows[s : s + len(mb)], : lp.shape[1]] = lp.float().cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
+
+
+def gradient_rows(batch: RolloutBatch, cfg: Config) -> torch.Tensor:
+    """Indices [n] of the rows the policy update computes: all of them, or with
+    rl.skip_zero_advantage_rows only those whose gradient can be nonzero (losses.rows_with_gradient)."""
+    rl = cfg.rl
+    if not rl.skip_zero_advantage_rows:
+        return torch.arange(len(batch))
+    live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask,
+                                     kl_coef=0.0 if rl.kl_in_reward else rl.kl_coef, entropy_coef=rl.entropy_coef)
+    return live.nonzero().squeeze(1).cpu()
 
 
 def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
@@ -201,10 +214,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     kl_coef = 0.0 if rl.kl_in_reward else rl.kl_coef
     norm = global_sum(aggregation.normalizer(rl.aggregation, batch.response_mask, rl.max_new_tokens))
     rows = len(batch)
-    if rl.skip_zero_advantage_rows:
-        live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask, kl_coef=kl_coef,
-                                         entropy_coef=rl.entropy_coef)
-        batch = batch.select(live.nonzero().squeeze(1))
+    batch = batch.select(gradient_rows(batch, cfg))
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
@@ -292,7 +302,8 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
             tr.model.train()
             for epoch in range(cfg.rl.inner_epochs):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
-                    batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg)
+                    # (only where the update will read them: gradient_rows, as in policy_gradients)
+                    batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(batch, cfg))
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
             if dist_utils.is_sharded(tr.model):  # the engine decodes with a whole copy (state.py): refresh it
                 tr.engine.load_weights(dist_utils.full_state_dict(tr.model))

@@ -200,6 +200,33 @@ def test_sampled_logprobs_match_hf_forward(arch):
             torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@torch.no_grad()
+def test_each_distinct_prompt_is_prefilled_once(fast, monkeypatch):
+    # A group's samples share their prompt: the engine prefills each distinct prompt once (here 6,
+    # for 7 prompts, one listed twice, x 3 samples = 21 rows) and repeats its cache. Each row must
+    # still decode from its own prompt, as the HF forward over prompt + response says.
+    from rlvr.rollout import hf
+
+    model, tokenizer = make_model("qwen3")
+    if not fast:
+        monkeypatch.setattr(fast_decoder, "supports", lambda model: False)
+    cls = fast_decoder.FastDecoder if fast else hf._HFDecoder
+    prefill, rows = cls.prefill, []
+    monkeypatch.setattr(cls, "prefill", lambda self, ids, pos: rows.append(len(ids)) or prefill(self, ids, pos))
+    prompts = [*PROMPTS, PROMPTS[2]]
+    engine = HFEngine(model, tokenizer, eos_token_ids=[model.config.eos_token_id])
+    out = engine.generate(prompts, 3, SamplingParams(max_new_tokens=6, temperature=1.0, seed=3))
+    assert rows == [len(PROMPTS)]
+    for prompt, group in zip(prompts, out):
+        for c in group:
+            seq = torch.tensor([prompt + c.token_ids])  # [1, T]
+            logits = model(input_ids=seq).logits[0, len(prompt) - 1 : -1]  # [L, V]
+            expected = torch.log_softmax(logits, dim=-1).gather(1, seq[0, len(prompt) :, None])[:, 0]  # [L]
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+    assert len({tuple(c.token_ids) for group in out for c in group}) > len(prompts)  # rows sample independently
+
+
 # ---- under bf16 autocast over float32 weights (model.autocast=bfloat16) -----------------------
 
 BF16 = torch.bfloat16

@@ -142,3 +142,37 @@ def test_a_rank_with_only_zero_advantage_rows_joins_the_sum(tiny_llama_dir, tmp_
         assert_same(whole, grads)
         assert metrics["zero_adv_skipped"] == pytest.approx(skipped / 11)
     assert m_whole["zero_adv_skipped"] == pytest.approx(5 / 11)
+
+
+def half_uniform(completion, sample):
+    """Problems with an odd-length prompt score 1 whatever the answer (a uniform group, zero
+    advantage); the others by the parity of the response's length (spread)."""
+    return 1.0 if len(sample.prompt) % 2 else float(len(completion) % 2)
+
+
+@pytest.mark.parametrize("inner_epochs", [1, 2])
+def test_training_with_and_without_the_skip_ends_at_the_same_weights(tiny_llama_dir, tmp_path, inner_epochs):
+    """Whole RL steps (on-policy, and PPO-style reuse, where the frozen rollout logprobs are only
+    computed for the rows the update reads): skipping changes nothing but the work done."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from rlvr.train import checkpoint
+    from rlvr.train.rl import train_rl
+
+    weights, skipped = {}, {}
+    for skip in (True, False):
+        out = tmp_path / str(skip)
+        cfg = load_config(None, [
+            f"model.name_or_path={tiny_llama_dir}", f"output_dir={out}", "task.template=auto",
+            "task.reward=tests.train.test_zero_advantage:half_uniform", "task.rl_problems=100", "task.eval_per_bucket=4",
+            "rl.steps=2", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=10", "rl.save_every=2",
+            "rl.reward_truncated=true", "rl.skip_uniform_groups=false", "rl.micro_batch_size=5", "rl.lr=1e-2",
+            f"rl.inner_epochs={inner_epochs}", f"rl.skip_zero_advantage_rows={skip}"])
+        train_rl(cfg, log_fn=lambda *_: None)
+        weights[skip] = load_file(str(checkpoint.latest(out) / "model.safetensors"))
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        skipped[skip] = [r["zero_adv_skipped"] for r in rows]
+    assert max(skipped[True]) > 0 and max(skipped[False]) == 0
+    assert_same(weights[False], weights[True])
