@@ -125,8 +125,8 @@ class RLConfig:
     aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_mean_token_sum | constant_norm
     skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
     # no forward/backward for rows whose gradient is exactly zero (all-zero advantages, no KL or
-    # entropy term in the loss); they still count in the normaliser, so the gradient is unchanged
-    # and only per-token metrics (entropy, clip_frac, ...) are over the rows computed
+    # entropy term in the loss, no dropout); they still count in the normaliser, so the gradient
+    # is unchanged and only per-token metrics (entropy, clip_frac, ...) are over the rows computed
     skip_zero_advantage_rows: bool = True
     dynamic_sampling: bool = False  # DAPO: keep sampling until prompts_per_step groups have reward spread
     max_sampling_rounds: int = 4  # dynamic sampling: rollout rounds per step at most (then train on what there is)

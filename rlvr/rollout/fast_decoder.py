@@ -180,8 +180,9 @@ class FastDecoder:
         are copied: nothing is reallocated, and the columns still to be written are not moved.
         """
         b, S = len(rows), self.length
-        self.keys[:, :b, :, :S] = self.keys[:, rows, :, :S]  # [L, b', kvh, S, d]
-        self.values[:, :b, :, :S] = self.values[:, rows, :, :S]  # [L, b', kvh, S, d]
+        for cache in (self.keys, self.values):  # a layer at a time: the gather's copy is one layer's
+            for layer in cache:
+                layer[:b, :, :S] = layer[rows, :, :S]  # [b', kvh, S, d]
         self.bias[:b] = self.bias[rows]  # [b', T]
         self.rows = b
 

@@ -197,7 +197,9 @@ def init_from_env() -> bool:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
+    # NCCL moves only CUDA tensors; the loop's counts and normalisers are CPU tensors, so CPU
+    # collectives go through gloo in the same group
+    dist.init_process_group("cpu:gloo,cuda:nccl" if backend == "nccl" else backend)
     return True
 
 

@@ -158,11 +158,13 @@ def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor 
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
-def gradient_rows(batch: RolloutBatch, cfg: Config) -> torch.Tensor:
+def gradient_rows(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     """Indices [n] of the rows the policy update computes: all of them, or with
-    rl.skip_zero_advantage_rows only those whose gradient can be nonzero (losses.rows_with_gradient)."""
+    rl.skip_zero_advantage_rows only those whose gradient can be nonzero (losses.rows_with_gradient).
+    Not with dropout active in training: the rows computed would then draw different masks from
+    the random stream, so the update would be the same only in distribution, not exactly."""
     rl = cfg.rl
-    if not rl.skip_zero_advantage_rows:
+    if not rl.skip_zero_advantage_rows or _has_dropout(model):
         return torch.arange(len(batch))
     live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask,
                                      kl_coef=0.0 if rl.kl_in_reward else rl.kl_coef, entropy_coef=rl.entropy_coef)
@@ -201,6 +203,16 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
     batch.advantages = adv
 
 
+def _has_dropout(model) -> bool:
+    """Does a forward in training mode drop anything: a dropout module (LoRA's lora_dropout) or a
+    dropout rate in the model's config (HF attention's attention_dropout, GPT-2's resid_pdrop, ...)?"""
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    rates = config.to_dict().items() if hasattr(config, "to_dict") else ()
+    return any(("dropout" in k or "pdrop" in k) and isinstance(v, float) and v > 0 for k, v in rates)
+
+
 def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -> dict[str, float]:
     """Stages 4-5: accumulate the gradient of the whole batch (this rank's share of it) into
     .grad, micro-batch by micro-batch, then sum it over ranks. The normaliser is global, so the
@@ -214,7 +226,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     kl_coef = 0.0 if rl.kl_in_reward else rl.kl_coef
     norm = global_sum(aggregation.normalizer(rl.aggregation, batch.response_mask, rl.max_new_tokens))
     rows = len(batch)
-    batch = batch.select(gradient_rows(batch, cfg))
+    batch = batch.select(gradient_rows(model, batch, cfg))
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
@@ -303,7 +315,7 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
             for epoch in range(cfg.rl.inner_epochs):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
                     # (only where the update will read them: gradient_rows, as in policy_gradients)
-                    batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(batch, cfg))
+                    batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(tr.model, batch, cfg))
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
             if dist_utils.is_sharded(tr.model):  # the engine decodes with a whole copy (state.py): refresh it
                 tr.engine.load_weights(dist_utils.full_state_dict(tr.model))

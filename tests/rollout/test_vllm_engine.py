@@ -245,7 +245,8 @@ def test_rl_steps_sample_with_the_updated_policy(tmp_path, monkeypatch):
     cfg = load_config(None, ["rollout.engine=vllm", f"output_dir={tmp_path}", "task.rl_problems=200",
                              "task.eval_per_bucket=4", "task.reward=tests.rollout.test_vllm_engine:parity_reward",
                              "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=12",
-                             "rl.reward_truncated=true", "rl.skip_uniform_groups=false", "rl.lr=1e-2"])
+                             "rl.reward_truncated=true", "rl.skip_uniform_groups=false", "rl.lr=1e-2",
+                             "rl.skip_zero_advantage_rows=false"])  # the mismatch over every row
     train_rl(cfg, log_fn=lambda *_: None)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

@@ -84,6 +84,16 @@ def test_nothing_is_skipped_with_a_kl_term(tiny_llama_dir):
     assert policy_gradients(model, batch, cfg, on_policy=False)["zero_adv_skipped"] == 0
 
 
+def test_nothing_is_skipped_with_dropout(tiny_llama_dir):
+    """With dropout active the rows computed would draw other masks: the same update only in
+    distribution, so every row is computed."""
+    model, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+    model.config.attention_dropout = 0.1  # HF attention reads it in training mode
+    batch = zeroed(make_batch(model.config.vocab_size), [0, 3], True)
+    cfg = load_config(None, ["rl.micro_batch_size=4", "rl.max_new_tokens=12"])
+    assert policy_gradients(model, batch, cfg, on_policy=False)["zero_adv_skipped"] == 0
+
+
 def test_an_all_zero_batch_still_steps_adamw(tiny_llama_dir):
     """With every row skipped there is no backward at all, yet AdamW must step as it would on
     the zero gradient TRL computes: momentum from earlier steps still moves the weights, and
