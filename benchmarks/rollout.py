@@ -5,7 +5,8 @@
 
 The batch is the RL demo's rollout batch (recipes/demo.yaml): 64 prompts x 8 samples = 512 rows,
 the size the engine decodes at in training; `model.generate` gets the same 64 prompts with
-num_return_sequences=8. Smaller batches pay the fixed per-step Python and dispatch cost (about
+num_return_sequences=8. Both decode 512 rows; our engine prefills each distinct prompt once and
+repeats its KV cache for the prompt's 8 rows, `generate` prefills all 512. Smaller batches pay the fixed per-step Python and dispatch cost (about
 1.2 ms on the 2-core CPU) over fewer rows; pass --prompts to see them.
 
 Both sides sample at temperature 1. Two settings:
