@@ -269,6 +269,8 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     per_token = {k: v / n_tokens if n_tokens else float("nan") for k, v in sums.items()}  # nan: logged as null
     # the rows left out as gradient-free: this rank's share of the batch's fraction (summed too)
     skipped = (rows - len(batch)) / max(total, 1.0)
+    if not n_tokens:  # no token computed: the ratio's range is unknown too
+        ratio_max = ratio_min = float("nan")
     return {"loss": loss, **per_token, "ratio_max": ratio_max, "ratio_min": ratio_min, "zero_adv_skipped": skipped}
 
 
