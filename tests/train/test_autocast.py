@@ -18,7 +18,8 @@ from rlvr.logging import MetricsLog
 from rlvr.models import load_policy
 from rlvr.train import checkpoint, state
 from rlvr.train.critic import critic_values, load_critic, update_critic
-from rlvr.train.rl import frozen_logprobs, train_rl, update
+from rlvr.train.rl import train_rl
+from rlvr.train.update import frozen_logprobs, update
 from tests.train.test_invariance import make_batch
 from tests.train.test_rl_plumbing import config as rl_config
 

@@ -30,7 +30,7 @@ from rlvr.train import checkpoint
 from rlvr.train import distributed as dist_utils
 from rlvr.train import state
 from rlvr.train.critic import HEAD
-from rlvr.train.rl import frozen_logprobs, update
+from rlvr.train.update import frozen_logprobs, update
 from tests.train.test_invariance import RANK_SPLIT, make_batch
 from tests.train.test_torchrun import torchrun
 

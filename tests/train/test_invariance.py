@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from rlvr.config import load_config
 from rlvr.models import load_policy
-from rlvr.train.rl import policy_gradients
+from rlvr.train.update import policy_gradients
 from rlvr.types import RolloutBatch
 
 MODES = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "constant_norm"]

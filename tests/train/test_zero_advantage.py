@@ -14,7 +14,7 @@ import torch
 from rlvr.algorithms.losses import rows_with_gradient
 from rlvr.config import load_config
 from rlvr.models import load_policy
-from rlvr.train.rl import policy_gradients, update
+from rlvr.train.update import policy_gradients, update
 from rlvr.train.state import make_optimizer
 from tests.train.test_invariance import MODES, assert_same, make_batch
 
