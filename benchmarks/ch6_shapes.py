@@ -4,7 +4,8 @@ The recipe recipes/math-qwen3-0.6b.yaml exactly as a user runs it (`train_rl`, 1
 rollouts of up to 512 new tokens, the math verifier, the update), with the model swapped for a
 random-init model of Qwen3-0.6B's configuration (28 layers, width 1024, vocabulary 151,936) so no
 download is needed, and made-up MATH-style problems. A random model never stops early, so every
-rollout runs to max_new_tokens: the worst case of a real run.
+rollout runs to max_new_tokens: the worst case of a real run. It never earns a reward either, so
+the update computes every row (rl.skip_zero_advantage_rows=false), as a run with signal does.
 
     python benchmarks/ch6_shapes.py                         # GPU: 50 steps at full shapes
     python benchmarks/ch6_shapes.py --layers 2 --max-new-tokens 64 --steps 3   # a CPU's reduced version
@@ -73,7 +74,10 @@ def main() -> None:
         cfg = load_config(recipe_path("math-qwen3-0.6b"), [
             f"model.name_or_path={tmp / 'model'}", f"task.train_path={tmp / 'train.jsonl'}",
             f"task.eval_path={tmp / 'test.jsonl'}", f"rl.steps={args.steps}", f"rl.max_new_tokens={args.max_new_tokens}",
-            f"rl.save_every={args.steps}", f"output_dir={tmp / 'run'}"])
+            f"rl.save_every={args.steps}", f"output_dir={tmp / 'run'}",
+            # a random model earns no reward, so every advantage is 0 and rlvr would skip the whole
+            # update as gradient-free; a real run's groups have spread, so time the update it pays
+            "rl.skip_zero_advantage_rows=false"])
         t0 = time.perf_counter()
         train_rl(cfg, log_fn=lambda *a: None)
         wall = time.perf_counter() - t0
