@@ -94,6 +94,17 @@ def test_nothing_is_skipped_with_dropout(tiny_llama_dir):
     assert policy_gradients(model, batch, cfg, on_policy=False)["zero_adv_skipped"] == 0
 
 
+def test_lora_dropout_counts_as_dropout(tiny_llama_dir):
+    from rlvr.models import add_lora
+    from rlvr.train.update import _has_dropout
+
+    for rate, expected in ((0.0, False), (0.1, True)):
+        model, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+        cfg = load_config(None, [f"model.name_or_path={tiny_llama_dir}", "model.lora_r=4",
+                                 f"model.lora_dropout={rate}"]).model
+        assert _has_dropout(add_lora(model, cfg)) is expected
+
+
 def test_an_all_zero_batch_still_steps_adamw(tiny_llama_dir):
     """With every row skipped there is no backward at all, yet AdamW must step as it would on
     the zero gradient TRL computes: momentum from earlier steps still moves the weights, and
