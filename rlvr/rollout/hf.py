@@ -3,11 +3,11 @@
 All sequences of a rollout batch are decoded together, one token per forward pass, over a KV
 cache. Each distinct prompt is prefilled once and its cache repeated for its G samples (what
 `model.generate(num_return_sequences=G)` computes G times). Prompts are left-padded so every
-row's next token sits in the last column; rows that
-sampled EOS are dropped from the batch (and from the cache) as soon as enough of them have
-finished, so late steps cost only what is still running. Compared to `model.generate`, it skips
-the logits-processor and stopping-criteria machinery and returns what RL needs: token ids, the
-logprob each token was sampled with, and why each sequence stopped.
+row's next token sits in the last column; rows that sampled EOS are dropped from the batch (and
+from the cache) as soon as enough of them have finished, so late steps cost only what is still
+running. Compared to `model.generate`, it skips the logits-processor and stopping-criteria
+machinery and returns what RL needs: token ids, the logprob each token was sampled with, and
+why each sequence stopped.
 
 Llama, Qwen2 and Qwen3 models decode through `fast_decoder` (the same arithmetic without the
 HF forward's per-step Python overhead, over a preallocated KV cache); any other causal LM goes

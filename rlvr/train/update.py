@@ -27,8 +27,9 @@ def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor 
     only for `rows` [n] when given (the others stay 0)."""
     out = torch.zeros_like(batch.old_logprobs)
     rows = torch.arange(len(batch)) if rows is None else rows
+    part = batch if len(rows) == len(batch) else batch.select(rows)  # rows are in order: all of them is the batch
     autocast = run_autocast(cfg.model)
-    for s, mb in dist_utils.micro_batches(batch.select(rows), cfg.rl.micro_batch_size, model):
+    for s, mb in dist_utils.micro_batches(part, cfg.rl.micro_batch_size, model):
         lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
         if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
             out[rows[s : s + len(mb)], : lp.shape[1]] = lp.float().cpu()
@@ -43,9 +44,14 @@ def gradient_rows(model, batch: RolloutBatch, cfg: Config) -> torch.Tensor:
     rl = cfg.rl
     if not rl.skip_zero_advantage_rows or _has_dropout(model):
         return torch.arange(len(batch))
-    live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask,
-                                     kl_coef=0.0 if rl.kl_in_reward else rl.kl_coef, entropy_coef=rl.entropy_coef)
+    live = losses.rows_with_gradient(rl.loss, batch.advantages, batch.response_mask, kl_coef=_loss_kl_coef(cfg),
+                                     entropy_coef=rl.entropy_coef)
     return live.nonzero().squeeze(1).cpu()
+
+
+def _loss_kl_coef(cfg: Config) -> float:
+    """The KL weight in the loss: 0 when the KL goes into the reward instead (rl.kl_in_reward)."""
+    return 0.0 if cfg.rl.kl_in_reward else cfg.rl.kl_coef
 
 
 def _has_dropout(model) -> bool:
@@ -68,10 +74,12 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     count in the normaliser, so the gradient is the same, and the per-token metrics are then
     over the rows computed (None when there are none)."""
     rl = cfg.rl
-    kl_coef = 0.0 if rl.kl_in_reward else rl.kl_coef
+    kl_coef = _loss_kl_coef(cfg)
     norm = global_sum(aggregation.normalizer(rl.aggregation, batch.response_mask, rl.max_new_tokens))
     rows = len(batch)
-    batch = batch.select(gradient_rows(model, batch, cfg))
+    keep = gradient_rows(model, batch, cfg)
+    if len(keep) < rows:
+        batch = batch.select(keep)
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
     ratio_max, ratio_min = 1.0, 1.0
