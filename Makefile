@@ -22,4 +22,18 @@ test: install
 bench: install
 	$(VENV)/bin/python benchmarks/rollout.py
 
-.PHONY: install demo test bench
+# GPU machine (install with your CUDA build of torch, e.g. TORCH=torch==2.13.0 from PyPI): the GPU
+# tests alone, or every GPU check (the GPU tests, ch6_shapes at full shapes, memory at full depth)
+gpu-test: install
+	RLVR_TEST_GPU=1 $(VENV)/bin/python -m pytest -q -m gpu tests/gpu -rs
+
+gpu-check: install
+	PYTHON=$(VENV)/bin/python bash benchmarks/gpu_check.sh
+
+# An offline GPU machine whose Python already has torch, transformers, peft and pytest: the
+# pure-Python wheels rlvr needs beyond them, into .whl (then: WHEELS=.whl bash benchmarks/gpu_check.sh)
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+		math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+
+.PHONY: install demo test bench gpu-test gpu-check gpu-wheels

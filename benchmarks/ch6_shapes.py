@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--time-budget", type=float, default=0.0,
+                    help="stop training after this many seconds (rl.time_budget_s) and report the steps done")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch
@@ -74,7 +76,7 @@ def main() -> None:
         cfg = load_config(recipe_path("math-qwen3-0.6b"), [
             f"model.name_or_path={tmp / 'model'}", f"task.train_path={tmp / 'train.jsonl'}",
             f"task.eval_path={tmp / 'test.jsonl'}", f"rl.steps={args.steps}", f"rl.max_new_tokens={args.max_new_tokens}",
-            f"rl.save_every={args.steps}", f"output_dir={tmp / 'run'}",
+            f"rl.save_every={args.steps}", f"output_dir={tmp / 'run'}", f"rl.time_budget_s={args.time_budget}",
             # a random model earns no reward, so every advantage is 0 and rlvr would skip the whole
             # update as gradient-free; a real run's groups have spread, so time the update it pays
             "rl.skip_zero_advantage_rows=false"])
@@ -88,11 +90,11 @@ def main() -> None:
     tokens = sum(r["generated_tokens"] for r in steady) / sum(r["time_rollout"] for r in steady)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"chapter-6 shapes on {device}: {args.layers} layers, 8 rollouts x {args.max_new_tokens} tokens, "
-          f"{args.steps} steps in {wall:.0f} s")
+          f"{len(rows)} of {args.steps} steps in {wall:.0f} s")
     print(f"  {per_step:.2f} s per step ({rollout:.2f} s rollout, {per_step - rollout:.2f} s update); "
           f"{tokens:.0f} generated tokens/s; 50 steps would take {50 * per_step / 60:.1f} min")
     print(json.dumps({"device": device, "layers": args.layers, "max_new_tokens": args.max_new_tokens,
-                      "steps": args.steps, "s_per_step": round(per_step, 3), "rollout_s": round(rollout, 3),
+                      "steps": len(rows), "s_per_step": round(per_step, 3), "rollout_s": round(rollout, 3),
                       "tok_s": round(tokens, 1), "wall_s": round(wall, 1), "minutes_for_50": round(50 * per_step / 60, 2)}))
 
 

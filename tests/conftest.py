@@ -1,10 +1,21 @@
-"""Shared fixtures: tiny random checkpoints the tests build and save themselves."""
+"""Shared fixtures: tiny random checkpoints the tests build and save themselves.
 
-import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+The suite runs on the CPU, also on a machine with GPUs: its tolerances are float32's, and its
+multi-process tests run gloo ranks side by side on one machine, as CI does. GPUs are hidden before
+anything starts CUDA (subprocesses inherit it). RLVR_TEST_GPU=1 leaves them visible, for the GPU
+checks in tests/gpu (`make gpu-test`), which are skipped without one.
+"""
 
-from rlvr.models import build_char_tokenizer
+import os
+
+if os.environ.get("RLVR_TEST_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from rlvr.models import build_char_tokenizer  # noqa: E402
 
 CHAT = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}<assistant>{% endif %}")

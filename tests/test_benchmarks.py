@@ -5,6 +5,7 @@ count right."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,22 @@ def test_rollout_benchmark_runs_and_ends_with_its_json_line():
     assert row["ours_tok_s"] > 0 and row["hf_tok_s"] > 0 and row["matmuls_only_of_limit"] > 0
     # the fractions are tokens/s over the same limit
     assert abs(row["ours_of_limit"] - row["ours_tok_s"] / row["limit_tok_s"]) < 2e-3
+
+
+def test_ch6_benchmark_stops_at_its_time_budget_and_reports_the_steps_done():
+    # a toy depth and length; a budget of 1 s ends training after its first step (a step takes longer)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ch6_shapes.py"), "--layers", "1",
+                          "--max-new-tokens", "4", "--steps", "5", "--time-budget", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["steps"] == 1 and row["layers"] == 1 and row["device"] == "cpu"
+    assert row["s_per_step"] > row["rollout_s"] > 0 and row["tok_s"] > 0
+
+
+def test_gpu_check_refuses_a_machine_without_a_gpu(tmp_path):
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**os.environ, "PYTHON": sys.executable})  # GPUs are hidden from the suite
+    assert out.returncode != 0 and "no CUDA GPU visible" in out.stderr
+    assert not (tmp_path / "out" / "results.jsonl").exists()  # it stopped before any stage

@@ -196,7 +196,12 @@ def init_from_env() -> bool:
         return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:  # NCCL needs a GPU of its own per rank; set_device would fail obscurely
+            raise RuntimeError(
+                f"torchrun started local rank {local_rank}, but this node has {gpus} visible GPU(s): "
+                f"use --nproc-per-node {gpus} or fewer, or CUDA_VISIBLE_DEVICES= to train on the CPU (gloo)")
+        torch.cuda.set_device(local_rank)
     # NCCL moves only CUDA tensors; the loop's counts and normalisers are CPU tensors, so CPU
     # collectives go through gloo in the same group
     dist.init_process_group("cpu:gloo,cuda:nccl" if backend == "nccl" else backend)

@@ -136,7 +136,8 @@ def test_weights_nothing_trains_are_held_in_bf16(tiny_llama_dir):
     tr = state.build_trainer(load_config(None, [*base, "model.lora_r=4"]), None)
     assert {p.dtype for p in tr.model.parameters() if p.requires_grad} == {torch.float32}  # the adapters
     assert {p.dtype for p in tr.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # the base
-    tr = state.build_trainer(load_config(None, [f"model.name_or_path={tiny_llama_dir}", "rl.kl_coef=0.1"]), None)
+    tr = state.build_trainer(load_config(None, [f"model.name_or_path={tiny_llama_dir}", "rl.kl_coef=0.1",
+                                              "model.autocast=off"]), None)
     assert {p.dtype for p in tr.ref_model.parameters()} == {torch.float32}  # without autocast: as loaded
 
 

@@ -49,7 +49,8 @@ def test_kl_in_the_reward_for_a_sequence_level_estimator(tiny_llama_dir):
     with logp the policy's own logprobs (one full forward here, not the micro-batched one), then
     leave-one-out. The batch's engine logprobs are made up, so using them would fail this."""
     cfg = load_config(None, ["rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true",
-                             "rl.skip_uniform_groups=false", "rl.micro_batch_size=4"])
+                             "rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
+                             "model.autocast=off"])  # the reference below is a float32 forward
     tr = _trainer(tiny_llama_dir, cfg)
     batch = make_batch(tr.model.config.vocab_size)
     batch.rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0])

@@ -50,7 +50,8 @@ def config(model_dir, fsdp: bool, *extra):
     return load_config(None, [f"model.name_or_path={model_dir}", f"model.fsdp={str(fsdp).lower()}",
                               "rl.micro_batch_size=3", "rl.max_new_tokens=12", "rl.clip_low=0.1", "rl.clip_high=0.1",
                               f"rl.lr={LR}", "rl.warmup_steps=0", "rl.steps=3", "rl.grad_clip=0.05", "rl.kl_coef=0.1",
-                              "rl.aggregation=seq_mean_token_mean", *extra])
+                              "rl.aggregation=seq_mean_token_mean",
+                              "model.autocast=off", *extra])  # float32 unless a test asks: TOL is float32's
 
 
 def train(model_dir, fsdp: bool, rows: slice, out: Path) -> dict:

@@ -45,7 +45,8 @@ def make_batch(vocab: int, seed: int = 0) -> RolloutBatch:
 
 def gradients(model_dir, mode: str, micro: int, rows=slice(None)) -> dict[str, torch.Tensor]:
     cfg = load_config(None, [f"rl.aggregation={mode}", f"rl.micro_batch_size={micro}", "rl.max_new_tokens=12",
-                             "rl.clip_low=0.1", "rl.clip_high=0.1"])
+                             "rl.clip_low=0.1", "rl.clip_high=0.1",
+                             "model.autocast=off"])  # float32 arithmetic: bf16 autocast (model.autocast=auto on a GPU) rounds these sums differently
     torch.manual_seed(0)
     model, _ = load_policy(str(model_dir), dtype="float32")
     model.zero_grad(set_to_none=True)

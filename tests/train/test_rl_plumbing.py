@@ -26,6 +26,7 @@ def config(model_dir, out, **extra):
                  "task.reward=tests.train.test_rl_plumbing:flaky_reward", "task.rl_problems=200",
                  "task.eval_per_bucket=4", "rl.steps=4", "rl.prompts_per_step=2", "rl.group_size=4",
                  "rl.max_new_tokens=12", "rl.save_every=2", "rl.reward_truncated=true", "rl.micro_batch_size=3", "rl.skip_uniform_groups=false",
+                 "model.autocast=off",  # float32, so the engine's logprobs match the trainer's to 1e-4
                  *[f"{k.replace('__', '.')}={v}" for k, v in extra.items()]]
     return load_config(None, overrides)
 

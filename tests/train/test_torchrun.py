@@ -62,3 +62,20 @@ def test_a_rank_with_nothing_to_train_on_still_joins_the_update(tiny_llama_dir, 
     kept = [r["kept_rollouts"] for r in rows]
     assert max(kept) <= 8 and max(kept) > 0, kept
     assert all(r["grad_norm"] > 0 for r in rows if r["kept_rollouts"])
+
+
+def test_more_ranks_on_a_node_than_gpus_is_refused_with_the_fix(monkeypatch):
+    # torchrun --nproc-per-node 2 on a one-GPU node: NCCL needs a GPU per rank, and without this
+    # check rank 1 would die in torch.cuda.set_device with "invalid device ordinal"
+    import pytest
+
+    from rlvr.train import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match=r"local rank 1, but this node has 1 visible GPU.*--nproc-per-node 1 "
+                                           r"or fewer, or CUDA_VISIBLE_DEVICES= to train on the CPU"):
+        distributed.init_from_env()
+    assert not torch.distributed.is_initialized()

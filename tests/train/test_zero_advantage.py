@@ -48,7 +48,8 @@ def zeroed(batch, rows: list[int], per_row: bool):
 
 def run(model_dir, mode: str, skip: bool, per_row: bool, zero_rows: list[int]):
     cfg = load_config(None, [f"rl.aggregation={mode}", "rl.micro_batch_size=4", "rl.max_new_tokens=12",
-                             "rl.clip_low=0.1", "rl.clip_high=0.1", f"rl.skip_zero_advantage_rows={skip}"])
+                             "rl.clip_low=0.1", "rl.clip_high=0.1", f"rl.skip_zero_advantage_rows={skip}",
+                             "model.autocast=off"])  # float32 arithmetic: bf16 autocast (model.autocast=auto on a GPU) rounds these sums differently
     model, _ = load_policy(str(model_dir), dtype="float32")
     model.zero_grad(set_to_none=True)
     batch = zeroed(make_batch(model.config.vocab_size), zero_rows, per_row)
@@ -137,7 +138,8 @@ def _rank_main(rank: int, model_dir, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         torch.set_num_threads(1)
-        cfg = load_config(None, ["rl.micro_batch_size=4", "rl.max_new_tokens=12", "rl.clip_low=0.1", "rl.clip_high=0.1"])
+        cfg = load_config(None, ["rl.micro_batch_size=4", "rl.max_new_tokens=12", "rl.clip_low=0.1", "rl.clip_high=0.1",
+                                 "model.autocast=off"])  # as run() computes the whole batch: float32
         model, _ = load_policy(str(model_dir), dtype="float32")
         batch = zeroed(make_batch(model.config.vocab_size), ZERO_ON_RANK0, True)
         share = batch.select(slice(0, 4) if rank == 0 else slice(4, None))  # rank 0's rows are all zero
@@ -190,7 +192,8 @@ def test_training_with_and_without_the_skip_ends_at_the_same_weights(tiny_llama_
             "task.reward=tests.train.test_zero_advantage:half_uniform", "task.rl_problems=100", "task.eval_per_bucket=4",
             "rl.steps=2", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=10", "rl.save_every=2",
             "rl.reward_truncated=true", "rl.skip_uniform_groups=false", "rl.micro_batch_size=5", "rl.lr=1e-2",
-            f"rl.inner_epochs={inner_epochs}", f"rl.skip_zero_advantage_rows={skip}"])
+            f"rl.inner_epochs={inner_epochs}", f"rl.skip_zero_advantage_rows={skip}",
+            "model.autocast=off"])  # float32 arithmetic: bf16 autocast (model.autocast=auto on a GPU) rounds these sums differently
         train_rl(cfg, log_fn=lambda *_: None)
         weights[skip] = load_file(str(checkpoint.latest(out) / "model.safetensors"))
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -1,0 +1,147 @@
+"""What only a CUDA GPU can check: `make gpu-test` (RLVR_TEST_GPU=1 pytest -m gpu tests/gpu).
+
+Skipped without a GPU, so also in CI and in the plain suite, which hides GPUs (tests/conftest.py).
+The CPU suite checks the same code paths on the CPU; these check what differs on a GPU: the
+precision rlvr picks there (bf16 autocast over float32 master weights), the fast decoder and the
+engine against the Hugging Face forward on CUDA (float32, and under autocast, where HF's attention
+runs through SDPA's fused kernels), a whole RL run on the GPU, and the process group torchrun
+joins there (gloo for the loop's CPU tensors, NCCL for CUDA ones).
+"""
+
+import json
+
+import pytest
+import torch
+
+from rlvr.rollout import fast_decoder
+from rlvr.rollout.hf import HFEngine, SamplingParams
+from tests.rollout.test_fast_decoder import ARCHS, PROMPTS, fed_tokens, make_model
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and RLVR_TEST_GPU=1")]
+BF16 = torch.bfloat16
+CUDA = torch.device("cuda")
+
+
+def bf16_gpu() -> bool:
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def test_the_gpu_defaults():
+    """model.dtype=auto and model.autocast=auto on this GPU: float32 master weights, bf16 autocast
+    where the GPU has bf16 (Ampere and newer), and the model placed on it."""
+    from rlvr.models import default_device, load_policy, resolve_precision
+
+    p = resolve_precision()
+    assert p.weights == torch.float32 and p.autocast == (BF16 if bf16_gpu() else None)
+    assert default_device().type == "cuda"
+    model, _ = load_policy("embedded")
+    assert {q.device.type for q in model.parameters()} == {"cuda"}
+
+
+def decode(model, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the fast decoder's logits after the prompt and after each fed token [B, 1 + steps, V], the
+    HF forward's over the same columns), both on the GPU."""
+    ids, mask, fed, full_mask, positions = (t.to(CUDA) for t in fed_tokens())
+    P, steps = ids.shape[1], fed.shape[1]
+    with torch.autocast("cuda", dtype=autocast, enabled=autocast is not None):
+        ref = model(input_ids=torch.cat([ids, fed], 1), attention_mask=full_mask, position_ids=positions).logits
+    decoder = fast_decoder.FastDecoder(model, mask, steps, autocast=autocast)
+    got = [decoder.prefill(ids, positions[:, :P])]
+    got += [decoder.step(fed[:, t], positions[:, P + t : P + t + 1]) for t in range(steps)]
+    return torch.stack(got, 1), ref[:, P - 1 :]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_fast_decoder_matches_hf_forward_on_cuda(arch):
+    model, _ = make_model(arch)
+    got, ref = decode(model.to(CUDA))
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=0)  # the CPU test's tolerance: float32, no TF32
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_fast_decoder_under_autocast_matches_hf_on_cuda(arch):
+    if not bf16_gpu():
+        pytest.skip("this GPU has no bf16")
+    model, _ = make_model(arch)
+    got, ref = decode(model.to(CUDA), BF16)
+    assert got.dtype == ref.dtype == BF16
+    # bf16 logits of size ~1 step by 2^-8..2^-7; HF's attention here is a fused SDPA kernel and
+    # ours two matmuls, so allow a few steps (the CPU test allows two)
+    torch.testing.assert_close(got.float(), ref.float(), atol=8e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("autocast", [None, BF16])
+@torch.no_grad()
+def test_engine_logprobs_are_the_trainers_on_cuda(autocast):
+    """Each sampled token's logprob, as the engine returns it for the importance ratio, is what
+    the trainer's forward (train/forward.py: token_stats) gives that token on the GPU."""
+    from rlvr.train.forward import token_stats
+    from rlvr.types import RolloutBatch
+
+    if autocast is not None and not bf16_gpu():
+        pytest.skip("this GPU has no bf16")
+    model, tokenizer = make_model("qwen3")
+    model.to(CUDA)
+    engine = HFEngine(model, tokenizer, eos_token_ids=[model.config.eos_token_id], autocast=autocast)
+    out = engine.generate(PROMPTS, 3, SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
+    for prompt, group in zip(PROMPTS, out):
+        for c in group:
+            seq = torch.tensor([prompt + c.token_ids])  # [1, T]
+            on = torch.ones_like(seq, dtype=torch.bool)
+            batch = RolloutBatch(seq, on, on, torch.zeros(seq.shape), torch.zeros(1), torch.zeros(1), torch.zeros(1))
+            lp, _ = token_stats(model, batch, 0.7, autocast=autocast)  # [1, T] on the GPU
+            expected = lp[0, len(prompt) :].float().cpu()
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4 if autocast is None else 1e-2, rtol=0)
+    assert len({tuple(c.token_ids) for group in out for c in group}) > len(PROMPTS)  # rows sample independently
+
+
+def test_train_rl_on_the_gpu_with_its_default_precision(tiny_llama_dir, tmp_path):
+    """Two RL steps as a user runs them on a GPU (model.autocast=auto): rollouts, the KL reference,
+    the update and the checkpoint, on the device; the checkpoint holds float32 master weights."""
+    from safetensors.torch import load_file
+
+    from rlvr.train import checkpoint
+    from rlvr.train.rl import train_rl
+    from tests.train.test_rl_plumbing import CALLS
+    from tests.train.test_rl_plumbing import config as rl_config
+
+    CALLS.update(n=0, stop_after=None)
+    torch.cuda.reset_peak_memory_stats()
+    cfg = rl_config(tiny_llama_dir, tmp_path / "run", rl__steps=2, rl__kl_coef=0.05, model__autocast="auto")
+    assert train_rl(cfg, log_fn=lambda *_: None)["steps"] == 2
+    assert torch.cuda.max_memory_allocated() > 0  # the run used the GPU
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["grad_norm"] > 0 for r in rows)
+    # the engine's and the trainer's logprobs: the same forward up to rounding (CPU, float32: < 1e-4)
+    assert max(r["logprob_mismatch"] for r in rows) < (2e-3 if bf16_gpu() else 1e-4), rows
+    saved = load_file(str(checkpoint.latest(tmp_path / "run") / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.float32}
+
+
+def test_the_torchrun_group_reduces_cpu_and_cuda_tensors(tiny_llama_dir, tmp_path):
+    """train/distributed.py: init_from_env joins a `cpu:gloo,cuda:nccl` group on GPUs, since the
+    loop's counts and normalisers are CPU tensors and NCCL moves only CUDA ones. With two GPUs:
+    a real two-process torchrun run; with one (NCCL takes one GPU per rank): that group, one rank."""
+    import torch.distributed as dist
+
+    if torch.cuda.device_count() >= 2:
+        from tests.train.test_torchrun import torchrun
+
+        done = torchrun(tmp_path / "run", tiny_llama_dir, "rl.steps=2", "--no-eval")
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [1, 2] and all(r["kept_rollouts"] == 16 for r in rows)
+        return
+    torch.cuda.set_device(0)
+    dist.init_process_group("cpu:gloo,cuda:nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        cpu, gpu = torch.arange(3.0), torch.arange(3.0, device=CUDA)
+        dist.all_reduce(cpu)
+        dist.all_reduce(gpu)
+        assert cpu.tolist() == gpu.tolist() == [0.0, 1.0, 2.0]
+    finally:
+        dist.destroy_process_group()
