@@ -174,6 +174,9 @@ class RolloutConfig:
 
     engine: str = "hf"  # hf (decodes with the policy module) | vllm (in-process vLLM, pip install 'rlvr[vllm]')
     gpu_memory_utilization: float = 0.3  # vllm: device memory share for its weights + KV cache (CPU: of RAM)
+    # hf on a GPU: decode steps of fixed shapes, captured once per rollout batch as a CUDA graph and
+    # replayed (a small batch's step is kernel launches, not math); finished rows stay to the end
+    cuda_graph: bool = False
 
 
 @dataclass(frozen=True)

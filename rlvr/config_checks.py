@@ -121,8 +121,15 @@ def _check_precision(m: ModelConfig, need) -> None:
 def _check_rollout(cfg: Config, need) -> None:
     import importlib.util
 
+    import torch
+
     ro = cfg.rollout
     need(ro.engine in ("hf", "vllm"), f"rollout.engine={ro.engine!r}", "is unknown; use hf or vllm")
+    if ro.cuda_graph:
+        need(ro.engine == "hf", "rollout.cuda_graph=true with rollout.engine=vllm",
+             "applies to the hf engine only (vLLM captures its own graphs); set rollout.cuda_graph=false")
+        need(torch.cuda.is_available(), "rollout.cuda_graph=true", "needs a GPU, and none is visible: set "
+             "rollout.cuda_graph=false on a CPU")
     if ro.engine != "vllm":
         return
     need(importlib.util.find_spec("vllm") is not None, "rollout.engine=vllm",

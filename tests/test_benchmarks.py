@@ -42,11 +42,11 @@ def test_rollout_benchmark_runs_and_ends_with_its_json_line():
 def test_ch6_benchmark_stops_at_its_time_budget_and_reports_the_steps_done():
     # a toy depth and length; a budget of 1 s ends training after its first step (a step takes longer)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ch6_shapes.py"), "--layers", "1",
-                          "--max-new-tokens", "4", "--steps", "5", "--time-budget", "1"],
+                          "--max-new-tokens", "4", "--steps", "5", "--time-budget", "1", "--set", "rl.lr=2e-6"],
                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    assert row["steps"] == 1 and row["layers"] == 1 and row["device"] == "cpu"
+    assert row["steps"] == 1 and row["layers"] == 1 and row["device"] == "cpu" and row["overrides"] == ["rl.lr=2e-6"]
     assert row["s_per_step"] > row["rollout_s"] > 0 and row["tok_s"] > 0
 
 

@@ -36,6 +36,9 @@ def test_defaults_and_overrides(tmp_path):
         ("rl.warmup_steps=-2", "rl.warmup_steps / sft.warmup_steps must be >= 0"),
         ("rl.loss=gspo", "set rl.clip_low and rl.clip_high"),
         ("critic.epochs=0", "critic.epochs must be >= 1"),
+        # the suite hides GPUs (conftest.py)
+        ("rollout.cuda_graph=true", "rollout.cuda_graph=true needs a GPU, and none is visible: set "
+                                    "rollout.cuda_graph=false on a CPU"),
     ],
 )
 def test_errors_name_the_field_and_the_fix(override, message):
@@ -51,6 +54,9 @@ def test_error_names_the_file(tmp_path):
 
 
 def test_checks_that_combine_fields():
+    with pytest.raises(ConfigError, match=re.escape("rollout.cuda_graph=true with rollout.engine=vllm applies to the "
+                                                    "hf engine only (vLLM captures its own graphs)")):
+        load_config(None, ["rollout.engine=vllm", "rollout.cuda_graph=true"])
     with pytest.raises(ConfigError, match="set rl.aggregation=seq_mean_token_mean"):
         load_config(None, ["rl.loss=gspo", "rl.aggregation=token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
     load_config(None, ["rl.loss=gspo", "rl.aggregation=seq_mean_token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])

@@ -23,4 +23,4 @@ def make_engine(cfg, model, tokenizer, eos_token_ids: list[int], autocast=None):
                           dtype=autocast)
     from rlvr.rollout.hf import HFEngine
 
-    return HFEngine(model, tokenizer, eos_token_ids, autocast=autocast)
+    return HFEngine(model, tokenizer, eos_token_ids, autocast=autocast, cuda_graph=cfg.cuda_graph)

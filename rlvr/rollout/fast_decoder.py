@@ -23,6 +23,11 @@ Under autocast (float32 weights, bf16 matmuls; models.resolve_precision) it comp
 forward computes under torch.autocast: the matmuls in bf16, the residual stream, norms and RoPE
 in float32 (so a residual add is not folded into a bf16 matmul), and keys and values cached in
 bf16, the dtype attention reads them in, at half the memory of float32.
+
+With `static=True` a decode step has the same shapes at every step, so it can be captured once as a
+CUDA graph and replayed (`CudaGraphStep`; rollout.cuda_graph): it writes keys and values at a cache
+column held in a device tensor, and attends over every column of the cache, the bias masking
+those not written yet (the cache starts zeroed, so an unwritten column holds no NaN).
 """
 
 from __future__ import annotations
@@ -110,10 +115,12 @@ class FastDecoder:
     """
 
     def __init__(self, model: PreTrainedModel, prompt_mask: torch.Tensor, max_new_tokens: int,
-                 autocast: torch.dtype | None = None, capacity: int | None = None):
+                 autocast: torch.dtype | None = None, capacity: int | None = None, static: bool = False):
         """`autocast`: the dtype the forward's matmuls run in under torch.autocast (None: the
         weights' own); the cache holds keys and values in it. Each call runs under autocast.
-        `capacity`: rows to allocate (at least prompt_mask's; `select` may grow to it)."""
+        `capacity`: rows to allocate (at least prompt_mask's; `select` may grow to it).
+        `static`: decode steps of fixed shapes (see the module docstring); no `select` after the
+        first step."""
         config = model.config
         self.model = model
         self.eps = config.rms_norm_eps
@@ -128,13 +135,17 @@ class FastDecoder:
         B, P = prompt_mask.shape
         T = P + max_new_tokens
         shape = (len(model.model.layers), max(B, capacity or 0), self.kv_heads, T, self.head_dim)
-        self.keys = torch.empty(shape, dtype=self.dtype, device=param.device)  # [L, B, kvh, T, d]
-        self.values = torch.empty_like(self.keys)  # [L, B, kvh, T, d]
+        alloc = torch.zeros if static else torch.empty  # static steps read every column
+        self.keys = alloc(shape, dtype=self.dtype, device=param.device)  # [L, B, kvh, T, d]
+        self.values = alloc(shape, dtype=self.dtype, device=param.device)  # [L, B, kvh, T, d]
         # generated columns are all real: a live row always appends a real token
         self.bias = torch.zeros((shape[1], T), dtype=self.dtype, device=param.device)  # [capacity, T]
         self.bias[:B, :P].masked_fill_(prompt_mask == 0, float("-inf"))
         self.rows = B  # live rows: the first `rows` of the cache and bias (see `select`)
         self.length = 0  # cache columns filled so far
+        self.static = static
+        self.column = torch.zeros((), dtype=torch.long, device=param.device)  # static: `length` on the device
+        self.columns = torch.arange(T, device=param.device)  # [T]
         # cos/sin of every position this decode can reach, from the model's own rotary module
         # (`supports` admits only RoPE types whose values do not depend on the call), in the
         # residual stream's dtype as HF's forward makes them (it reads only x's dtype and device)
@@ -165,10 +176,19 @@ class FastDecoder:
         # a pad query row would see no key at all, which some SDPA kernels answer with NaN (CPU
         # gives zeros) and a NaN would reach the cache; let it see itself. Its output is unused.
         bias.diagonal(dim1=1, dim2=2).zero_()  # [B, P, P] the diagonal is a view: zeroed in place
-        return self._forward(input_ids, positions, bias[:, None])
+        logits = self._forward(input_ids, positions, bias[:, None])
+        if self.static:
+            self.column.fill_(self.length)  # the first column a step writes
+        return logits
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """tokens [b], positions [b, 1] -> next-token logits [b, V]."""
+        if self.static:  # every shape fixed, the column read from and advanced on the device
+            unwritten = self.columns > self.column  # [T]
+            bias = self.bias[: self.rows, None, None].masked_fill(unwritten, float("-inf"))  # [b, 1, 1, T]
+            logits = self._forward(tokens[:, None], positions, bias, self.column)
+            self.column.add_(1)
+            return logits
         bias = self.bias[: self.rows, None, None, : self.length + 1]  # [b, 1, 1, S]
         return self._forward(tokens[:, None], positions, bias)
 
@@ -186,8 +206,10 @@ class FastDecoder:
         self.bias[:b] = self.bias[rows]  # [b', T]
         self.rows = b
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """input_ids, positions [b, s], bias [b, 1, s|1, S] -> logits of the last column [b, V]."""
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor,
+                 column: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids, positions [b, s], bias [b, 1, s|1, S] -> logits of the last column [b, V].
+        `column` (static steps): the cache column to write, a device tensor; bias then spans all T."""
         with under_autocast(self.autocast, input_ids.device):  # a no-op inside the engine's own region
             b, s = input_ids.shape
             base = self.model.model
@@ -195,7 +217,7 @@ class FastDecoder:
             cos, sin = self.cos[positions][:, None], self.signed_sin[positions][:, None]  # [b, 1, s, d]
             for i, (layer, fused) in enumerate(zip(base.layers, self.fused)):
                 x = _rms_norm(h, layer.input_layernorm.weight, self.eps)  # [b s, H]
-                attn = self._attention(i, layer.self_attn, fused, x.view(b, s, -1), cos, sin, bias)  # [b s, h d]
+                attn = self._attention(i, layer.self_attn, fused, x.view(b, s, -1), cos, sin, bias, column)  # [b s, h d]
                 h = _linear_add(h, attn, layer.self_attn.o_proj, self.mixed)  # [b s, H]
                 x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)  # [b s, H]
                 h = _linear_add(h, self._gated(layer.mlp, x), layer.mlp.down_proj, self.mixed)  # [b s, H]
@@ -203,9 +225,10 @@ class FastDecoder:
             h = _rms_norm(h.view(b, s, -1)[:, -1], base.norm.weight, self.eps)  # [b, H] only the last column is sampled
             return F.linear(h, self.model.lm_head.weight, self.model.lm_head.bias)  # [b, V]
 
-    def _attention(self, i: int, attn: nn.Module, fused: _Fused, x: torch.Tensor, cos, sin, bias) -> torch.Tensor:
+    def _attention(self, i: int, attn: nn.Module, fused: _Fused, x: torch.Tensor, cos, sin, bias,
+                   column: torch.Tensor | None = None) -> torch.Tensor:
         """Layer i's self-attention on x [b, s, H], before o_proj -> [b s, h d]; appends this
-        step's keys/values to the cache."""
+        step's keys/values to the cache (at `column`, a device tensor, for a static step)."""
         b, s, _ = x.shape
         h, kvh, d = self.heads, self.kv_heads, self.head_dim
         qkv = F.linear(x, fused.qkv, fused.qkv_bias).view(b, s, h + 2 * kvh, d)  # [b, s, h+2kvh, d]
@@ -213,10 +236,15 @@ class FastDecoder:
         if fused.qk_norm is not None:  # Qwen3 normalises each head before RoPE
             qk = _rms_norm(qk, fused.qk_norm, self.eps)
         qk = _rope(qk.transpose(1, 2), cos, sin)  # [b, h+kvh, s, d]
-        start, end = self.length, self.length + s
-        self.keys[i, :b, :, start:end] = qk[:, h:]  # [b, kvh, s, d]
-        self.values[i, :b, :, start:end] = qkv[:, :, h + kvh :].transpose(1, 2)  # [b, kvh, s, d]
-        keys, values = self.keys[i, :b, :, :end], self.values[i, :b, :, :end]  # [b, kvh, S, d]
+        k, v = qk[:, h:], qkv[:, :, h + kvh :].transpose(1, 2)  # [b, kvh, s, d] each
+        if column is None:
+            start, end = self.length, self.length + s
+            self.keys[i, :b, :, start:end], self.values[i, :b, :, start:end] = k, v
+            keys, values = self.keys[i, :b, :, :end], self.values[i, :b, :, :end]  # [b, kvh, S, d]
+        else:  # a static step (s = 1): the bias masks the columns not written yet
+            keys, values = self.keys[i, :b], self.values[i, :b]  # [b, kvh, T, d]
+            keys.index_copy_(2, column.view(1), k.to(keys.dtype))
+            values.index_copy_(2, column.view(1), v.to(values.dtype))
         q = qk[:, :h].to(self.dtype)  # [b, h, s, d] float32 after RoPE under autocast, as HF's; attention reads bf16
         if s > 1:  # prefill
             out = F.scaled_dot_product_attention(
@@ -254,3 +282,40 @@ def _linear_add(h: torch.Tensor, x: torch.Tensor, layer: nn.Linear, mixed: bool 
         return h + F.linear(x, layer.weight, layer.bias)  # [n, H] float32
     out = torch.addmm(h, x, layer.weight.t())  # [n, H]
     return out if layer.bias is None else out.add_(layer.bias)
+
+
+class CudaGraphStep:
+    """`decoder.step` of a static FastDecoder, captured once as a CUDA graph and replayed at every
+    later step of the decode (rollout.cuda_graph). For a small batch a decode step costs kernel
+    launches (a few dozen per layer, each timed by Python and the driver), not arithmetic; a replay
+    launches them all at once.
+
+    Built at the first step, from that step's inputs: one warm-up step on a side stream, as capture
+    requires (it also fills autocast's cache of bf16 weight copies, which the graph then reads), the
+    decoder's column put back, then the capture, which records and does not run. Inputs and output
+    are fixed tensors: a call copies tokens and positions in, replays, and returns the logits
+    tensor, which the next call overwrites. The batch is fixed: no `select` once it is built.
+    """
+
+    def __init__(self, decoder: FastDecoder, tokens: torch.Tensor, positions: torch.Tensor):
+        if not decoder.static:
+            raise ValueError("CudaGraphStep needs a FastDecoder built with static=True")
+        self.tokens, self.positions = tokens.clone(), positions.clone()  # [b], [b, 1]
+        column, length = decoder.column.clone(), decoder.length
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            decoder.step(self.tokens, self.positions)  # warm-up; writes the column the first replay rewrites
+        torch.cuda.current_stream().wait_stream(side)
+        decoder.column.copy_(column)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = decoder.step(self.tokens, self.positions)  # [b, V]
+        decoder.length = length  # the Python-side count the two calls advanced; replays go by `column`
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """tokens [b], positions [b, 1] -> next-token logits [b, V] (the graph's own output tensor)."""
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.graph.replay()
+        return self.logits

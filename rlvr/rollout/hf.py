@@ -82,16 +82,22 @@ def _nucleus(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
 class HFEngine:
     """generate(prompt_ids, n, params) -> n Completions per prompt. Shares the policy module.
     With `autocast` (bf16; models.resolve_precision) every decoding forward runs under
-    torch.autocast to it, as the trainer's forwards do; sampling is float32 either way."""
+    torch.autocast to it, as the trainer's forwards do; sampling is float32 either way.
+
+    With `cuda_graph` (rollout.cuda_graph) a model the fast decoder supports decodes with steps of
+    fixed shapes, on a GPU captured once per batch as a CUDA graph (fast_decoder.CudaGraphStep).
+    Finished rows then stay in the batch to the end (their tokens are dropped) rather than leave
+    it. On a CPU there is no graph: the same fixed-shape steps, which only tests want."""
 
     def __init__(self, model: PreTrainedModel, tokenizer, eos_token_ids: list[int], max_batch: int = 1024,
-                 autocast: torch.dtype | None = None):
+                 autocast: torch.dtype | None = None, cuda_graph: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.pad = tokenizer.pad_token_id
         self.eos = torch.tensor(eos_token_ids, dtype=torch.long)
         self.max_batch = max_batch
         self.autocast = autocast
+        self.cuda_graph = cuda_graph
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """The engine decodes with the trainer's own module, so updates are already visible."""
@@ -134,10 +140,12 @@ class HFEngine:
         input_ids, mask, eos = input_ids.to(device), mask.to(device), self.eos.to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # [U, P]
         B, N = len(rows), params.max_new_tokens
+        static = self.cuda_graph and fast_decoder.supports(self.model)  # fixed shapes, rows never leave
         if fast_decoder.supports(self.model):
-            decoder = fast_decoder.FastDecoder(self.model, mask, N, autocast=self.autocast, capacity=B)
+            decoder = fast_decoder.FastDecoder(self.model, mask, N, autocast=self.autocast, capacity=B, static=static)
         else:
             decoder = _HFDecoder(self.model, mask)
+        graph = None  # static steps on a GPU: the first step captures, every step replays
         logits = decoder.prefill(input_ids, positions)  # [U, V]
         if len(distinct) < B:
             decoder.select(inverse)
@@ -159,12 +167,16 @@ class HFEngine:
             n_done = int(done.sum())
             if t == N - 1 or n_done == len(alive):
                 break
-            if n_done * 4 >= len(alive):  # drop finished rows once they are a quarter of the batch
+            if not static and n_done * 4 >= len(alive):  # drop finished rows once they are a quarter of the batch
                 stop_at_rows[alive] = stop_at
                 idx = (~done).nonzero().squeeze(1)
                 decoder.select(idx)
                 alive, next_pos, tok, stop_at = alive[idx], next_pos[idx], tok[idx], stop_at[idx]
-            logits = decoder.step(tok, next_pos)  # [b, V]
+            if static and device.type == "cuda":
+                graph = graph or fast_decoder.CudaGraphStep(decoder, tok, next_pos)
+                logits = graph(tok, next_pos)  # [b, V]
+            else:
+                logits = decoder.step(tok, next_pos)  # [b, V]
             next_pos = next_pos + 1
         stop_at_rows[alive] = stop_at
         self.model.train(was_training)

@@ -4,8 +4,9 @@ Skipped without a GPU, so also in CI and in the plain suite, which hides GPUs (t
 The CPU suite checks the same code paths on the CPU; these check what differs on a GPU: the
 precision rlvr picks there (bf16 autocast over float32 master weights), the fast decoder and the
 engine against the Hugging Face forward on CUDA (float32, and under autocast, where HF's attention
-runs through SDPA's fused kernels), a whole RL run on the GPU, and the process group torchrun
-joins there (gloo for the loop's CPU tensors, NCCL for CUDA ones).
+runs through SDPA's fused kernels), decode steps captured as a CUDA graph (rollout.cuda_graph), a
+whole RL run on the GPU, and the process group torchrun joins there (gloo for the loop's CPU
+tensors, NCCL for CUDA ones).
 """
 
 import json
@@ -97,6 +98,60 @@ def test_engine_logprobs_are_the_trainers_on_cuda(autocast):
             expected = lp[0, len(prompt) :].float().cpu()
             torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4 if autocast is None else 1e-2, rtol=0)
     assert len({tuple(c.token_ids) for group in out for c in group}) > len(PROMPTS)  # rows sample independently
+
+
+@pytest.mark.parametrize("autocast", [None, BF16])
+@torch.no_grad()
+def test_a_replayed_cuda_graph_step_is_the_eager_static_step(autocast):
+    """fast_decoder.CudaGraphStep: captured at the first step (after a warm-up that must not
+    advance the cache column), then replayed with new inputs; each replay gives the logits the
+    static step gives eagerly, and advances the column on the device."""
+    if autocast is not None and not bf16_gpu():
+        pytest.skip("this GPU has no bf16")
+    model, _ = make_model("qwen3")
+    model.to(CUDA)
+    ids, mask, fed, full_mask, positions = (t.to(CUDA) for t in fed_tokens(steps=6))
+    P, steps = ids.shape[1], fed.shape[1]
+    runs = []
+    with torch.autocast("cuda", dtype=autocast or BF16, enabled=autocast is not None):  # one region, as the engine's
+        for graphed in (False, True):
+            decoder = fast_decoder.FastDecoder(model, mask, steps, autocast=autocast, static=True)
+            decoder.prefill(ids, positions[:, :P])
+            graph, out = None, []
+            for t in range(steps):
+                tok, pos = fed[:, t], positions[:, P + t : P + t + 1]
+                if graphed:
+                    graph = graph or fast_decoder.CudaGraphStep(decoder, tok, pos)
+                    out.append(graph(tok, pos).clone())  # the graph's output tensor is rewritten by the next replay
+                else:
+                    out.append(decoder.step(tok, pos))
+            assert int(decoder.column) == P + steps
+            runs.append(torch.stack(out, 1).float())  # [B, steps, V]
+    torch.testing.assert_close(runs[1], runs[0], atol=1e-5 if autocast is None else 2e-2, rtol=0)
+
+
+def test_the_cuda_graph_engine_decodes_as_the_default_one(monkeypatch):
+    """rollout.cuda_graph through HFEngine: one graph per decode, captured at its first step;
+    greedy tokens, finish reasons and logprobs as the default engine's, EOS ending rows early."""
+    from tests.rollout.test_fast_decoder import greedy
+
+    model, tokenizer = make_model("qwen3")
+    model.to(CUDA)
+    free = greedy(model, tokenizer, [-1], 10, True, monkeypatch)
+    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
+    eos = [int(torch.where(counts < len(PROMPTS), counts, 0).argmax())]  # in most rows, not in all
+    built = []
+    init = fast_decoder.CudaGraphStep.__init__
+    monkeypatch.setattr(fast_decoder.CudaGraphStep, "__init__", lambda self, *a: built.append(1) or init(self, *a))
+    params = SamplingParams(max_new_tokens=10, temperature=0.0)
+    plain = HFEngine(model, tokenizer, eos_token_ids=eos).generate(PROMPTS, 2, params)
+    graphed = HFEngine(model, tokenizer, eos_token_ids=eos, cuda_graph=True).generate(PROMPTS, 2, params)
+    assert built == [1]
+    assert {c.finish_reason for group in plain for c in group} == {"stop", "length"}
+    for group, group_graphed in zip(plain, graphed):
+        for a, b in zip(group, group_graphed):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
 
 
 def test_train_rl_on_the_gpu_with_its_default_precision(tiny_llama_dir, tmp_path):

@@ -227,6 +227,64 @@ def test_each_distinct_prompt_is_prefilled_once(fast, monkeypatch):
     assert len({tuple(c.token_ids) for group in out for c in group}) > len(prompts)  # rows sample independently
 
 
+# ---- static steps (rollout.cuda_graph; the CUDA graph itself: tests/gpu) ---------------------
+
+
+@pytest.mark.parametrize("arch", [*ARCHS, "llama_biased"])
+@torch.no_grad()
+def test_static_steps_match_hf_forward(arch):
+    # The fixed-shape step a CUDA graph replays writes at a column held on the device and attends
+    # over the whole cache, the columns not written yet masked: its logits must be HF's. The cache
+    # has 3 columns more than are ever written, so a missing mask would weigh them in and show.
+    model, _ = make_model(arch)
+    ids, mask, fed, full_mask, positions = fed_tokens()
+    P, steps = ids.shape[1], fed.shape[1]
+    ref = model(input_ids=torch.cat([ids, fed], 1), attention_mask=full_mask, position_ids=positions).logits
+
+    decoder = fast_decoder.FastDecoder(model, mask, steps + 3, static=True)
+    assert not decoder.keys.any() and not decoder.values.any()  # zeroed: no NaN in an unwritten column
+    torch.testing.assert_close(decoder.prefill(ids, positions[:, :P]), ref[:, P - 1], atol=1e-4, rtol=0)
+    assert int(decoder.column) == P
+    for t in range(steps):
+        got = decoder.step(fed[:, t], positions[:, P + t : P + t + 1])  # [B, V]
+        torch.testing.assert_close(got, ref[:, P + t], atol=1e-4, rtol=0)
+    assert int(decoder.column) == P + steps  # advanced on the device, as a replayed graph advances it
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "embedded"])
+def test_the_static_engine_decodes_as_the_default_one(arch, monkeypatch):
+    # HFEngine(cuda_graph=True) on a CPU runs the static steps without a graph, finished rows kept
+    # in the batch to the end. Greedy, with an EOS that ends some rows early: the same tokens,
+    # finish reasons and logprobs as the default engine, which drops finished rows.
+    model, tokenizer = make_model(arch)
+    free = greedy(model, tokenizer, [-1], 10, True, monkeypatch)
+    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
+    eos = [int(torch.where(counts < len(PROMPTS), counts, 0).argmax())]  # in most rows, not in all
+    params = SamplingParams(max_new_tokens=10, temperature=0.0)
+    plain = HFEngine(model, tokenizer, eos_token_ids=eos).generate(PROMPTS, 2, params)
+    static = HFEngine(model, tokenizer, eos_token_ids=eos, cuda_graph=True).generate(PROMPTS, 2, params)
+    assert {c.finish_reason for group in plain for c in group} == {"stop", "length"}
+    for group, group_static in zip(plain, static):
+        for a, b in zip(group, group_static):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+
+
+@torch.no_grad()
+def test_static_engine_samples_with_hf_logprobs():
+    # Sampling (rows end at different steps and stay in the batch): each token's logprob is the HF
+    # forward's over its own prompt and response
+    model, tokenizer = make_model("qwen3")
+    engine = HFEngine(model, tokenizer, eos_token_ids=[model.config.eos_token_id], cuda_graph=True)
+    out = engine.generate(PROMPTS, 3, SamplingParams(max_new_tokens=8, temperature=0.7, seed=1))
+    for prompt, group in zip(PROMPTS, out):
+        for c in group:
+            seq = torch.tensor([prompt + c.token_ids])  # [1, T]
+            logits = model(input_ids=seq).logits[0, len(prompt) - 1 : -1]  # [L, V]
+            expected = torch.log_softmax(logits / 0.7, dim=-1).gather(1, seq[0, len(prompt) :, None])[:, 0]  # [L]
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=1e-4, rtol=0)
+
+
 # ---- under bf16 autocast over float32 weights (model.autocast=bfloat16) -----------------------
 
 BF16 = torch.bfloat16
