@@ -300,22 +300,29 @@ class CudaGraphStep:
     def __init__(self, decoder: FastDecoder, tokens: torch.Tensor, positions: torch.Tensor):
         if not decoder.static:
             raise ValueError("CudaGraphStep needs a FastDecoder built with static=True")
-        self.tokens, self.positions = tokens.clone(), positions.clone()  # [b], [b, 1]
-        column, length = decoder.column.clone(), decoder.length
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            decoder.step(self.tokens, self.positions)  # warm-up; writes the column the first replay rewrites
-        torch.cuda.current_stream().wait_stream(side)
-        decoder.column.copy_(column)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = decoder.step(self.tokens, self.positions)  # [b, V]
+        self.decoder = decoder  # the graph reads its buffers' memory: keep them alive as long as it
+        self.device = decoder.column.device
+        with torch.cuda.device(self.device):  # streams and capture on the model's GPU, whichever is current
+            self.tokens, self.positions = tokens.clone(), positions.clone()  # [b], [b, 1]
+            column, length = decoder.column.clone(), decoder.length
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                decoder.step(self.tokens, self.positions)  # warm-up; writes the column the first replay rewrites
+            torch.cuda.current_stream().wait_stream(side)
+            decoder.column.copy_(column)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = decoder.step(self.tokens, self.positions)  # [b, V]
         decoder.length = length  # the Python-side count the two calls advanced; replays go by `column`
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """tokens [b], positions [b, 1] -> next-token logits [b, V] (the graph's own output tensor)."""
-        self.tokens.copy_(tokens)
-        self.positions.copy_(positions)
-        self.graph.replay()
+        if tokens.shape != self.tokens.shape or positions.shape != self.positions.shape:  # copy_ would broadcast
+            raise ValueError(f"a CUDA graph replays its captured batch: tokens {tuple(self.tokens.shape)} and "
+                             f"positions {tuple(self.positions.shape)}, got {tuple(tokens.shape)}, {tuple(positions.shape)}")
+        with torch.cuda.device(self.device):
+            self.tokens.copy_(tokens)
+            self.positions.copy_(positions)
+            self.graph.replay()
         return self.logits

@@ -154,6 +154,35 @@ def test_the_cuda_graph_engine_decodes_as_the_default_one(monkeypatch):
             torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
 
 
+@torch.no_grad()
+def test_the_cuda_graph_engine_under_autocast_replays_its_eager_steps(monkeypatch):
+    """The path a GPU run takes (model.autocast=auto: bf16, one autocast region per generate call,
+    no_grad, the bf16 weight copies read from autocast's cache inside the graph): the graphed
+    engine gives what the same fixed-shape steps give run eagerly (CudaGraphStep swapped for a
+    pass-through), so the batch and every kernel's shapes are the same on both sides."""
+    if not bf16_gpu():
+        pytest.skip("this GPU has no bf16")
+
+    class Eager:
+        def __init__(self, decoder, tokens, positions):
+            self.decoder = decoder
+
+        def __call__(self, tokens, positions):
+            return self.decoder.step(tokens, positions)
+
+    model, tokenizer = make_model("qwen3")
+    model.to(CUDA)
+    params = SamplingParams(max_new_tokens=10, temperature=0.0)
+    eos = [model.config.eos_token_id]
+    graphed = HFEngine(model, tokenizer, eos_token_ids=eos, autocast=BF16, cuda_graph=True).generate(PROMPTS, 2, params)
+    monkeypatch.setattr(fast_decoder, "CudaGraphStep", Eager)
+    eager = HFEngine(model, tokenizer, eos_token_ids=eos, autocast=BF16, cuda_graph=True).generate(PROMPTS, 2, params)
+    for group, group_eager in zip(graphed, eager):
+        for a, b in zip(group, group_eager):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3, rtol=0)
+
+
 def test_train_rl_on_the_gpu_with_its_default_precision(tiny_llama_dir, tmp_path):
     """Two RL steps as a user runs them on a GPU (model.autocast=auto): rollouts, the KL reference,
     the update and the checkpoint, on the device; the checkpoint holds float32 master weights."""
