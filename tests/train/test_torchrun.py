@@ -20,15 +20,21 @@ def parity_on_rank0(completion, sample):
     return float(len(completion) % 2) if os.environ.get("RANK", "0") == "0" else 0.0
 
 
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def command(out, model_dir, *extra, launcher=("--standalone", "--nproc-per-node", "2")) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "rlvr",
+            "train", "grpo", f"model.name_or_path={model_dir}", f"output_dir={out}", "sft.before_rl=false",
+            "task.template=auto", "task.reward=tests.train.test_recipes:parity_reward", "task.rl_problems=200",
+            "task.eval_per_bucket=4", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=12",
+            "rl.reward_truncated=true", "rl.micro_batch_size=3", "rl.save_every=1", "rl.time_budget_s=0",
+            "eval.max_new_tokens=12", *extra]
+
+
 def torchrun(out, model_dir, *extra, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "rlvr",
-           "train", "grpo", f"model.name_or_path={model_dir}", f"output_dir={out}", "sft.before_rl=false",
-           "task.template=auto", "task.reward=tests.train.test_recipes:parity_reward", "task.rl_problems=200",
-           "task.eval_per_bucket=4", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=12",
-           "rl.reward_truncated=true", "rl.micro_batch_size=3", "rl.save_every=1", "rl.time_budget_s=0",
-           "eval.max_new_tokens=12", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command(out, model_dir, *extra), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_two_processes_train_and_resume(tiny_llama_dir, tmp_path):
@@ -62,6 +68,30 @@ def test_a_rank_with_nothing_to_train_on_still_joins_the_update(tiny_llama_dir, 
     kept = [r["kept_rollouts"] for r in rows]
     assert max(kept) <= 8 and max(kept) > 0, kept
     assert all(r["grad_norm"] > 0 for r in rows if r["kept_rollouts"])
+
+
+def test_two_nodes_train_as_two_processes(tiny_llama_dir, tmp_path):
+    """Multi-node: two torchrun launchers, each a node of one process (here both on this machine),
+    meet at a c10d rendezvous. Both ranks have LOCAL_RANK 0; the global rank decides which prompts
+    each samples and who writes the run (rank 0), and the run checks at its end that both ranks
+    hold the same weights. (Across machines, output_dir must be on a file system both can read
+    for --resume.)"""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    launcher = ["--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"localhost:{port}", "--rdzv-id", "rlvr-two-nodes"]
+    nodes = [subprocess.Popen(command(out, tiny_llama_dir, "rl.steps=2", "--no-eval", launcher=launcher), cwd=ROOT,
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    logs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in logs]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["kept_rollouts"] == 16 for r in rows)  # both ranks' shares
+    state = torch.load(out / "checkpoints" / "step-000002" / "trainer_state.pt", weights_only=False)
+    assert len(state["rng_by_rank"]) == 2
 
 
 def test_more_ranks_on_a_node_than_gpus_is_refused_with_the_fix(monkeypatch):
