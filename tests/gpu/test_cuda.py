@@ -16,7 +16,8 @@ import torch
 
 from rlvr.rollout import fast_decoder
 from rlvr.rollout.hf import HFEngine, SamplingParams
-from tests.rollout.test_fast_decoder import ARCHS, PROMPTS, fed_tokens, make_model
+from tests.rollout.test_fast_decoder import (ARCHS, PROMPTS, assert_same_completions, eos_in_some_rows, fed_tokens,
+                                             greedy, make_model)
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and RLVR_TEST_GPU=1")]
@@ -133,13 +134,9 @@ def test_a_replayed_cuda_graph_step_is_the_eager_static_step(autocast):
 def test_the_cuda_graph_engine_decodes_as_the_default_one(monkeypatch):
     """rollout.cuda_graph through HFEngine: one graph per decode, captured at its first step;
     greedy tokens, finish reasons and logprobs as the default engine's, EOS ending rows early."""
-    from tests.rollout.test_fast_decoder import greedy
-
     model, tokenizer = make_model("qwen3")
     model.to(CUDA)
-    free = greedy(model, tokenizer, [-1], 10, True, monkeypatch)
-    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
-    eos = [int(torch.where(counts < len(PROMPTS), counts, 0).argmax())]  # in most rows, not in all
+    eos = [eos_in_some_rows(greedy(model, tokenizer, [-1], 10, True, monkeypatch))]
     built = []
     init = fast_decoder.CudaGraphStep.__init__
     monkeypatch.setattr(fast_decoder.CudaGraphStep, "__init__", lambda self, *a: built.append(1) or init(self, *a))
@@ -148,10 +145,7 @@ def test_the_cuda_graph_engine_decodes_as_the_default_one(monkeypatch):
     graphed = HFEngine(model, tokenizer, eos_token_ids=eos, cuda_graph=True).generate(PROMPTS, 2, params)
     assert built == [1]
     assert {c.finish_reason for group in plain for c in group} == {"stop", "length"}
-    for group, group_graphed in zip(plain, graphed):
-        for a, b in zip(group, group_graphed):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+    assert_same_completions(graphed, plain)
 
 
 @torch.no_grad()
@@ -177,10 +171,7 @@ def test_the_cuda_graph_engine_under_autocast_replays_its_eager_steps(monkeypatc
     graphed = HFEngine(model, tokenizer, eos_token_ids=eos, autocast=BF16, cuda_graph=True).generate(PROMPTS, 2, params)
     monkeypatch.setattr(fast_decoder, "CudaGraphStep", Eager)
     eager = HFEngine(model, tokenizer, eos_token_ids=eos, autocast=BF16, cuda_graph=True).generate(PROMPTS, 2, params)
-    for group, group_eager in zip(graphed, eager):
-        for a, b in zip(group, group_eager):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-3, rtol=0)
+    assert_same_completions(graphed, eager, atol=2e-3)
 
 
 def test_train_rl_on_the_gpu_with_its_default_precision(tiny_llama_dir, tmp_path):

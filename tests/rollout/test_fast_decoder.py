@@ -153,6 +153,23 @@ def greedy(model, tokenizer, eos: list[int], new_tokens: int, fast: bool, monkey
     return [group[0] for group in out]
 
 
+def eos_in_some_rows(free) -> int:
+    """A token that greedy completions `free` (decoded with no EOS) hold in most rows but not in
+    all: declared EOS, it ends some rows early and leaves others to run to the length limit."""
+    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
+    eos = int(torch.where(counts < len(free), counts, 0).argmax())
+    assert 0 < counts[eos] < len(free)
+    return eos
+
+
+def assert_same_completions(out, expected, atol: float = 1e-4) -> None:
+    """The same tokens and finish reasons, and logprobs within `atol`, group by group."""
+    for group, group_expected in zip(out, expected, strict=True):
+        for a, b in zip(group, group_expected, strict=True):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=atol, rtol=0)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_matches_fallback_and_model_generate(arch, monkeypatch):
     model, tokenizer = make_model(arch)
@@ -174,9 +191,7 @@ def test_finish_reason_and_eos_kept(arch, fast, monkeypatch):
     # every row right after its first occurrence ("stop") and leave the others whole ("length").
     model, tokenizer = make_model(arch)
     free = greedy(model, tokenizer, [-1], 10, fast, monkeypatch)
-    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
-    eos = int(torch.where(counts < len(PROMPTS), counts, 0).argmax())  # in most rows, not in all
-    assert 0 < counts[eos] < len(PROMPTS)
+    eos = eos_in_some_rows(free)
     cut = greedy(model, tokenizer, [eos], 10, fast, monkeypatch)
     for whole, c in zip(free, cut):
         if eos in whole.token_ids:
@@ -257,17 +272,12 @@ def test_the_static_engine_decodes_as_the_default_one(arch, monkeypatch):
     # in the batch to the end. Greedy, with an EOS that ends some rows early: the same tokens,
     # finish reasons and logprobs as the default engine, which drops finished rows.
     model, tokenizer = make_model(arch)
-    free = greedy(model, tokenizer, [-1], 10, True, monkeypatch)
-    counts = torch.bincount(torch.tensor([t for c in free for t in set(c.token_ids)]))
-    eos = [int(torch.where(counts < len(PROMPTS), counts, 0).argmax())]  # in most rows, not in all
+    eos = [eos_in_some_rows(greedy(model, tokenizer, [-1], 10, True, monkeypatch))]
     params = SamplingParams(max_new_tokens=10, temperature=0.0)
     plain = HFEngine(model, tokenizer, eos_token_ids=eos).generate(PROMPTS, 2, params)
     static = HFEngine(model, tokenizer, eos_token_ids=eos, cuda_graph=True).generate(PROMPTS, 2, params)
     assert {c.finish_reason for group in plain for c in group} == {"stop", "length"}
-    for group, group_static in zip(plain, static):
-        for a, b in zip(group, group_static):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+    assert_same_completions(static, plain)
 
 
 @torch.no_grad()
