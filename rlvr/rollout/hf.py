@@ -140,8 +140,9 @@ class HFEngine:
         input_ids, mask, eos = input_ids.to(device), mask.to(device), self.eos.to(device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # [U, P]
         B, N = len(rows), params.max_new_tokens
-        static = self.cuda_graph and fast_decoder.supports(self.model)  # fixed shapes, rows never leave
-        if fast_decoder.supports(self.model):
+        fast = fast_decoder.supports(self.model)
+        static = self.cuda_graph and fast  # fixed shapes, rows never leave
+        if fast:
             decoder = fast_decoder.FastDecoder(self.model, mask, N, autocast=self.autocast, capacity=B, static=static)
         else:
             decoder = _HFDecoder(self.model, mask)
