@@ -170,13 +170,18 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Who samples the RL rollouts (evaluation always uses the HF engine)."""
+    """Who samples the RL rollouts, and the periodic evaluations during RL (rl.eval_every); the
+    evaluation at the end of a run, and `rlvr eval`, use the HF engine."""
 
     engine: str = "hf"  # hf (decodes with the policy module) | vllm (in-process vLLM, pip install 'rlvr[vllm]')
     gpu_memory_utilization: float = 0.3  # vllm: device memory share for its weights + KV cache (CPU: of RAM)
     # hf on a GPU: decode steps of fixed shapes, captured once per rollout batch as a CUDA graph and
     # replayed (a small batch's step is kernel launches, not math); finished rows stay to the end
     cuda_graph: bool = False
+    # vllm: more keyword arguments for vllm.LLM, e.g. {enforce_eager: true, max_model_len: 4096}
+    # (override one with rollout.vllm_args.enforce_eager=true); rlvr sets the model, its dtype,
+    # the weights, logprobs, sleep mode and the launcher itself
+    vllm_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -283,5 +288,7 @@ def _coerce(value: Any, kind, source: str, name: str):
             return value
         if t in (str, bool) and isinstance(value, t):
             return value
+        if typing.get_origin(t) is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"{source}: {name} must be {names}, got {value!r}")

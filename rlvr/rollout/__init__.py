@@ -1,5 +1,6 @@
 """Rollout engines, one protocol: generate(prompt_ids, n, SamplingParams) -> n Completions per
-prompt, with the logprob each token was sampled with; load_weights(state_dict).
+prompt, with the logprob each token was sampled with; load_weights(state_dict); close() once
+the run is over.
 
 hf.py decodes with the policy module itself (CPU or GPU, nothing to sync); vllm.py hands
 sampling to an in-process vLLM that keeps its own copy of the weights (`rlvr[vllm]`).
@@ -13,14 +14,10 @@ def make_engine(cfg, model, tokenizer, eos_token_ids: list[int], autocast=None):
     `autocast` (a torch dtype, or None: off) is the run's (models.resolve_precision): the HF engine
     decodes under it, and vLLM computes in it, taking bf16 copies of float32 master weights."""
     if cfg.engine == "vllm":
-        import torch.distributed as dist
-
         from rlvr.rollout.vllm import VLLMEngine
 
-        if dist.is_initialized() and dist.get_world_size() > 1:
-            raise ValueError("rollout.engine=vllm runs in one process for now; under torchrun use rollout.engine=hf")
         return VLLMEngine(model, tokenizer, eos_token_ids, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                          dtype=autocast)
+                          dtype=autocast, **cfg.vllm_args)
     from rlvr.rollout.hf import HFEngine
 
     return HFEngine(model, tokenizer, eos_token_ids, autocast=autocast, cuda_graph=cfg.cuda_graph)

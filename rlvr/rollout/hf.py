@@ -103,6 +103,9 @@ class HFEngine:
         """The engine decodes with the trainer's own module, so updates are already visible."""
         self.model.load_state_dict(state_dict)
 
+    def close(self) -> None:
+        """Nothing to release: the engine holds no memory of its own between rollouts."""
+
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's copies are rows i*n .. i*n+n-1
         generator = None

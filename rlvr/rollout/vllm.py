@@ -2,7 +2,9 @@
 
 vLLM runs in the trainer's own process, on the policy's device: its engine core is in-process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0), so pushing weights hands vLLM's model the policy's tensors
-by reference, with no serialisation and no second process. The lifecycle of one RL step:
+by reference, with no serialisation and no second process. It is built from the policy's config
+alone (random "dummy" weights, no checkpoint written), then given the policy's weights by the
+same push that follows every update. The lifecycle of one RL step:
 
     generate():  wake up (weights, then KV cache) -> push the policy's weights if an optimizer
                  step changed them since the last push -> sample -> sleep (level 1)
@@ -29,18 +31,28 @@ from vLLM's kernels, not the trainer's forward, so they differ from the trainer'
 noise (more in bf16); the trainer treats them as the behaviour policy's and never assumes equality.
 
 Precision: vLLM computes in the run's autocast dtype when it has one (bf16 over float32 master
-weights: the dtype the trainer's forwards compute in), else in the policy's own dtype. It reads
-the saved float32 weights cast to bf16, and each push sends bf16 copies, a bucket at a time.
+weights: the dtype the trainer's forwards compute in), else in the policy's own dtype; each push
+then sends bf16 copies, a bucket at a time.
 
 Side effects on the process: VLLM_ENABLE_V1_MULTIPROCESSING=0 is set, and on a CPU vLLM
-replaces `torch.set_num_threads` with a no-op. Global RNGs are left as they were.
+replaces `torch.set_num_threads` with a no-op. Building the engine, greedy decoding and seeded
+sampling leave the global RNGs as they were; sampling without a seed draws from torch's, as the
+HF engine's does.
 
-Not covered: LoRA policies (vLLM would need the merged weights; config rejects the pair) and
-several processes (each rank would need its own engine over a tensor-parallel group).
+Under torchrun every rank runs its own engine, colocated on its own device, over its own share
+of the prompts (tensor parallel size 1, data parallel across ranks): vLLM joins the trainer's
+process group as an external launcher instead of starting one, and no collective runs during a
+rollout, so ranks decode their shares at their own pace. vLLM's shutdown destroys that process
+group: `close` it after the run's last collective (train_rl does).
+
+Not covered: LoRA policies (vLLM would need the merged weights; config rejects the pair), and
+tensor-parallel engines across ranks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import random
 import tempfile
@@ -55,6 +67,9 @@ from rlvr.types import Completion
 
 BUCKET_BYTES = 512 << 20  # about this many bytes of tensors per load_weights call
 FINISH = {"stop": "stop", "length": "length"}  # vLLM's finish_reason -> ours
+# vllm.LLM arguments the engine sets itself (rollout.vllm_args may not)
+OWN_ARGS = frozenset({"model", "load_format", "dtype", "skip_tokenizer_init", "logprobs_mode", "enable_sleep_mode",
+                      "gpu_memory_utilization"})
 
 
 def import_vllm():
@@ -93,28 +108,37 @@ class VLLMEngine:
         float32 master weights under bf16 autocast it is bfloat16, and each push sends bf16 copies.
         `llm_args` go to `vllm.LLM` as they are (e.g. enforce_eager, kv_cache_memory_bytes, max_num_seqs)."""
         vllm = import_vllm()
+        import torch.distributed as dist
         from vllm.platforms import current_platform
 
         self.model, self.tokenizer, self.eos = model, tokenizer, list(eos_token_ids)
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype or model.dtype
         self.sleep_mode = current_platform.is_sleep_mode_available()  # CUDA / ROCm / XPU: yes; CPU: no
-        # vLLM reads the policy from a folder once; later weights arrive through load_weights
+        if dist.is_initialized() and dist.get_world_size() > 1:  # torchrun: an engine per rank, in the run's group
+            llm_args = {"distributed_executor_backend": "external_launcher", **llm_args}
+        # vLLM reads the architecture from a folder: the config alone (on every rank: transformers'
+        # save_pretrained writes on rank 0 only under torch.distributed); the weights come by push
         self._folder = tempfile.TemporaryDirectory(prefix="rlvr-vllm-")
-        model.save_pretrained(self._folder.name)
+        config = copy.deepcopy(model.config)
+        config.architectures = [type(model).__name__]  # what save_pretrained records: vLLM picks its model by it
+        config.save_pretrained(self._folder.name)
+        if getattr(model, "generation_config", None) is not None:  # its EOS ids, as a saved checkpoint has them
+            model.generation_config.save_pretrained(self._folder.name)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process (read once, at LLM())
         with _own_rng():  # an in-process vLLM seeds the global RNGs; the trainer's sequence must not move
             self.llm = vllm.LLM(
                 self._folder.name,
-                dtype=str(self.dtype).removeprefix("torch."),  # casts the saved float32 weights when bf16
+                load_format="dummy",  # random weights in the right layout, replaced by the push below
+                dtype=str(self.dtype).removeprefix("torch."),
                 skip_tokenizer_init=True,  # prompts arrive as token ids; the trainer's tokenizer decodes
                 logprobs_mode="processed_logprobs",  # after temperature / top-p: the sampling distribution
                 enable_sleep_mode=self.sleep_mode,
                 gpu_memory_utilization=gpu_memory_utilization,
                 **llm_args,
             )
-        self._pushed = self._versions()
         self.weight_pushes = 0  # batched load_weights calls made so far (one per bucket)
+        self._push(model.state_dict())
         self._sleep()
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
@@ -126,17 +150,35 @@ class VLLMEngine:
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         vllm = import_vllm()
         self._wake()
-        # one seed per prompt; vLLM gives sample k of a prompt seed + k, so prompts are n apart.
-        # Without a seed in params, the base comes from the global torch RNG (as the HF engine's draws do)
-        base = params.seed if params.seed is not None else int(torch.randint(2**31 - 1, ()))
+        seeds, rng = [None] * len(prompt_ids), contextlib.nullcontext()
+        if params.seed is not None or params.temperature == 0:
+            rng = _own_rng()  # vLLM's CPU sampler draws from torch's global RNG at every step, even then
+        if params.seed is not None and params.temperature > 0:
+            # a seed per prompt, hashed from (seed, i): vLLM gives sample k of a prompt seed + k, and
+            # consecutive seeds would let a call with a nearby seed (an evaluation's next chunk)
+            # replay this call's streams for other prompts
+            seeds = [int(s) for i in range(len(prompt_ids))
+                     for s in np.random.SeedSequence([params.seed, i]).generate_state(1) % 2**31]
+        # without a seed vLLM samples from the global torch RNG (its state is the run's; a checkpoint
+        # keeps it), as the HF engine does: no per-request generators, which on a GPU would draw each
+        # request's noise in a kernel of its own
         sampling = [vllm.SamplingParams(n=n, temperature=params.temperature, top_p=params.top_p,
                                         max_tokens=params.max_new_tokens, stop_token_ids=self.eos,
                                         logprobs=0,  # the sampled token's own logprob, no alternatives
-                                        seed=(base + i * n) % 2**31, detokenize=False)
-                    for i in range(len(prompt_ids))]
-        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling, use_tqdm=False)
+                                        seed=seed, detokenize=False)
+                    for seed in seeds]
+        with rng:
+            outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sampling, use_tqdm=False)
         self._sleep()
         return [[self._completion(o) for o in out.outputs] for out in outputs]
+
+    def close(self) -> None:
+        """Shut vLLM down now (its engine, memory and process groups). Under torchrun this also
+        destroys the run's process group: call it after the last collective. Idempotent."""
+        if getattr(self, "llm", None) is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+            self._folder.cleanup()
 
     def _completion(self, out) -> Completion:
         if out.finish_reason not in FINISH:

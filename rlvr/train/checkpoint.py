@@ -52,9 +52,14 @@ def save(root: Path, step: int, model, tokenizer, trainer_state: dict[str, Any],
     for name, write in (extras or {}).items():
         write(tmp / name)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / STATE)
-    if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
-        shutil.rmtree(final)
-    tmp.rename(final)
+    if final.exists():  # re-saving the same step: the old one goes only once the new one is in place
+        old = folder / f"step-{step:06d}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)
     for old in sorted(folder.glob("step-??????"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old)
     return final
@@ -66,4 +71,6 @@ def latest(root: Path) -> Path | None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    return torch.load(Path(path) / STATE, weights_only=False)
+    # onto the CPU: a multi-GPU run without FSDP saved its optimizer moments as cuda:0 tensors,
+    # which every rank would otherwise load onto GPU 0 (load_state_dict moves them to the params')
+    return torch.load(Path(path) / STATE, weights_only=False, map_location="cpu")

@@ -86,7 +86,7 @@ def load_critic(name_or_path: str, seed: int = 0, dtype: str = "auto", autocast:
         critic = ValueModel(lm, tokenizer, autocast=mixed)
     head = Path(name_or_path) / HEAD
     if head.exists():
-        critic.head.load_state_dict(torch.load(head, weights_only=True))
+        critic.head.load_state_dict(torch.load(head, weights_only=True, map_location="cpu"))
     return critic
 
 
@@ -140,4 +140,6 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
     if n < 2:
         return 0.0
     var_r, var_e = sr2 / n - (sr / n) ** 2, se2 / n - (se / n) ** 2
-    return 1.0 - var_e / var_r if var_r > 0 else 0.0
+    # returns constant to ~1e-4 (every rollout the same outcome, gamma = lam = 1): what is left of
+    # var_r is float32 rounding, and a ratio over it would be noise of any size
+    return 1.0 - var_e / var_r if var_r > 1e-8 * sr2 / n else 0.0

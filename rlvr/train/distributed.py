@@ -266,14 +266,15 @@ def reduce_metrics(row: dict) -> dict:
     return out
 
 
-def check_replicas_equal(model) -> None:
-    """Every rank must hold the same weights after training (same start, summed gradients,
-    same optimizer steps); a mismatch means a rank skipped a collective or diverged. A sharded
-    model holds no replicas: each rank has its own slice, so there is nothing to compare."""
+def check_replicas_equal(model, when: str = "after training") -> None:
+    """Every rank must hold the same weights: from the same start, with summed gradients and the
+    same optimizer steps. A mismatch at the start means a rank built other random weights; at the
+    end, that a rank skipped a collective or diverged. A sharded model holds no replicas: each rank
+    has its own slice, so there is nothing to compare."""
     if not is_distributed() or is_sharded(model):
         return
     with torch.no_grad():
         total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
     sums = gather_objects(float(total))
     if max(sums) != min(sums):
-        raise RuntimeError(f"replicas diverged: parameter sums per rank {sums}")
+        raise RuntimeError(f"replicas differ {when}: parameter sums per rank {sums}")

@@ -244,10 +244,14 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     state.check_world(cfg)
     start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
     data = load_task(cfg.task, need=("rl", "heldout"))
-    torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
+    torch.manual_seed(cfg.seed)  # every rank builds the same random weights (LoRA adapters, a critic's head)
     tr = state.build_trainer(cfg, start_from)
+    if dist_utils.rank() > 0:
+        torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
+    dist_utils.check_replicas_equal(tr.model, "after building the model")
     stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
     step, elapsed = state.restore(tr, stream, start_from, root, log_fn) if start_from is not None else (0, 0.0)
+    saved = step if start_from is not None else None  # the step the newest checkpoint holds
     if start_from is None and main:  # every input has been checked: only now create the run folder
         from rlvr.config import save_config
 
@@ -276,6 +280,7 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
                     run_dir.log_rollouts(root / "rollouts.jsonl", step, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:
                 state.save(tr, stream, cfg, root, step, elapsed)
+                saved = step
     except KeyboardInterrupt:  # a half-done step is not saved: resume from the last whole checkpoint
         bar.close()
         log_fn(f"\nstopped during step {step + 1}; last checkpoint: {checkpoint.latest(root)}; continue with --resume")
@@ -283,12 +288,15 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     bar.close()
     if log:
         log.close()
-    final = state.save(tr, stream, cfg, root, step, elapsed)
+    # the same value on every rank (state.save holds collectives)
+    final = state.save(tr, stream, cfg, root, step, elapsed) if saved != step else checkpoint.latest(root)
     dist_utils.check_replicas_equal(tr.model)
+    tr.engine.close()  # vLLM: frees its memory; under torchrun its shutdown also ends the process group
     if owns_group:
         import torch.distributed as dist
 
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
     log_fn(f"saved {final}")
     return {"checkpoint": str(final or checkpoint.latest(root)), "steps": step, "rl_seconds": elapsed, **row}
 

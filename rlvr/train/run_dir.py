@@ -44,5 +44,15 @@ def log_rollouts(path: Path, step: int, scored, group_size: int, n: int = 4) -> 
 def drop_rows_after(path: Path, step: int) -> None:
     """On resume, forget metrics of steps after the checkpoint: they are about to be redone."""
     if path.exists():
-        rows = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(r + "\n" for r in rows))
+        rows = [line for line in path.read_text().splitlines() if _step(line) <= step]
+        tmp = path.with_name(path.name + ".tmp")  # the rows that stay are never only half written
+        tmp.write_text("".join(r + "\n" for r in rows))
+        tmp.replace(path)
+
+
+def _step(line: str) -> float:
+    """A row's step; a line cut short by a crash mid-write counts as after every checkpoint."""
+    try:
+        return json.loads(line).get("step", 0)
+    except json.JSONDecodeError:
+        return float("inf")

@@ -110,6 +110,8 @@ def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[
     stream.load(state["stream"])
     rngs = state.get("rng_by_rank") or [state["rng"]]
     checkpoint.set_rng_state(rngs[dist_utils.rank()] if dist_utils.rank() < len(rngs) else state["rng"])
+    if dist_utils.rank() >= len(rngs):  # more ranks than the run that saved it: a stream of its own
+        torch.manual_seed(int(torch.randint(2**31, ())) * 7919 + dist_utils.rank())
     log_fn(f"resumed from {start_from} (step {state['step']})")
     if dist_utils.rank() == 0:
         for name in ("metrics.jsonl", "rollouts.jsonl"):

@@ -24,6 +24,8 @@ LOGPROB_ATOL = 1e-4
 # update, whose logits reach ~5 (a bf16 step of 0.03 there); stale weights are 0.6 to 3.6 off.
 BF16_LOGPROB_ATOL = 6e-2
 PROMPTS = ["12+34=", "7*8=", "100-1=", "(2+3)*4="]
+# runs through the trainer: no torch.compile (slow to start on a CPU) and a small KV cache
+VLLM_ARGS_FOR_THIS_CPU = ["rollout.vllm_args.enforce_eager=true", f"rollout.vllm_args.kv_cache_memory_bytes={32 << 20}"]
 
 
 def test_buckets_group_tensors_up_to_the_limit():
@@ -52,8 +54,8 @@ def test_make_engine_hands_the_runs_autocast_to_either_engine(monkeypatch):
     assert make_engine(RolloutConfig(), model, tok, [1]).autocast is None
     given = {}
     monkeypatch.setattr(vllm_rollout, "VLLMEngine", lambda *args, **kwargs: given.update(kwargs))
-    make_engine(RolloutConfig(engine="vllm"), model, tok, [1], autocast=torch.bfloat16)
-    assert given["dtype"] == torch.bfloat16
+    make_engine(RolloutConfig(engine="vllm", vllm_args={"enforce_eager": True}), model, tok, [1], autocast=torch.bfloat16)
+    assert given["dtype"] == torch.bfloat16 and given["enforce_eager"] is True  # rollout.vllm_args reach vllm.LLM
 
 
 @pytest.fixture(scope="module", params=["qwen3", "llama"])
@@ -129,6 +131,25 @@ def test_groups_shapes_and_finish_reasons(engine, policy):
     assert reasons == {"stop", "length"}
     again = engine.generate(prompt_ids(tok), 4, params)  # a seed fixes the samples
     assert [[c.token_ids for c in g] for g in again] == [[c.token_ids for c in g] for g in groups]
+
+
+@pytest.mark.vllm
+def test_seeds_give_each_prompt_its_own_stream_and_leave_the_global_rng(engine, policy):
+    """A seeded call (an evaluation chunk) draws its own streams: a nearby seed, as the next chunk
+    gets, replays none of them for another prompt; seeded and greedy calls leave torch's global
+    RNG where it was, while an unseeded call samples from it (two such calls differ)."""
+    _, tok = policy
+    prompts = [tok("1+1=")["input_ids"]] * 2  # one prompt twice: only the seeds tell its rows apart
+    rng = torch.random.get_rng_state()
+    first = engine.generate(prompts, 4, SamplingParams(max_new_tokens=16, temperature=1.0, seed=10))
+    nearby = engine.generate(prompts, 4, SamplingParams(max_new_tokens=16, temperature=1.0, seed=12))
+    engine.generate(prompts, 1, SamplingParams(max_new_tokens=4, temperature=0.0))
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    rows = [tuple(c.token_ids) for g in first + nearby for c in g]
+    assert len(set(rows)) == len(rows)  # 16 samples of one prompt, no stream used twice
+    unseeded = [engine.generate(prompts, 2, SamplingParams(max_new_tokens=16, temperature=1.0)) for _ in range(2)]
+    assert [c.token_ids for c in unseeded[0][0]] != [c.token_ids for c in unseeded[1][0]]
+    assert not torch.equal(torch.random.get_rng_state(), rng)
 
 
 @pytest.mark.vllm
@@ -229,20 +250,16 @@ def parity_reward(completion, sample):
 
 
 @pytest.mark.vllm
-def test_rl_steps_sample_with_the_updated_policy(tmp_path, monkeypatch):
+def test_rl_steps_sample_with_the_updated_policy(tmp_path):
     """rollout.engine=vllm through the trainer: step 2's rollouts come after an update, and
     the engine's logprobs still equal the trainer's (logprob_mismatch, mean |difference|)."""
     pytest.importorskip("vllm")
     import json
-    from functools import partial
 
-    from rlvr.rollout import vllm as vllm_rollout
     from rlvr.train.rl import train_rl
 
-    # no torch.compile and a small KV cache on this CPU (make_engine passes neither)
-    monkeypatch.setattr(vllm_rollout, "VLLMEngine", partial(vllm_rollout.VLLMEngine, enforce_eager=True,
-                                                            kv_cache_memory_bytes=32 << 20))
     cfg = load_config(None, ["rollout.engine=vllm", f"output_dir={tmp_path}", "task.rl_problems=200",
+                             *VLLM_ARGS_FOR_THIS_CPU,
                              "task.eval_per_bucket=4", "task.reward=tests.rollout.test_vllm_engine:parity_reward",
                              "rl.steps=2", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=12",
                              "rl.reward_truncated=true", "rl.skip_uniform_groups=false", "rl.lr=1e-2",
@@ -253,3 +270,32 @@ def test_rl_steps_sample_with_the_updated_policy(tmp_path, monkeypatch):
     assert all(r["generated_tokens"] > 0 for r in rows)
     mismatch = [r["logprob_mismatch"] for r in rows]
     assert max(mismatch) < LOGPROB_ATOL, mismatch  # with the push disabled, step 2 measured 0.17
+
+
+@pytest.mark.vllm
+def test_torchrun_ranks_sample_with_their_own_vllm(tmp_path):
+    """Two torchrun ranks, each with its own vLLM joined to the run's gloo group (external
+    launcher): every rank samples its share, pushes its updated weights into its own engine (step
+    2's logprobs still equal its trainer's), and the run ends cleanly, vLLM's shutdown and the
+    process group's teardown in the right order."""
+    pytest.importorskip("vllm")
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "rlvr",
+           "train", "grpo", "sft.before_rl=false", f"output_dir={tmp_path}", "rollout.engine=vllm", *VLLM_ARGS_FOR_THIS_CPU,
+           "task.rl_problems=200", "task.eval_per_bucket=4", "task.reward=tests.rollout.test_vllm_engine:parity_reward",
+           "rl.steps=2", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=12", "rl.reward_truncated=true",
+           "rl.skip_uniform_groups=false", "rl.lr=1e-2", "rl.skip_zero_advantage_rows=false", "rl.save_every=2", "--no-eval"]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Invalid process group" not in done.stderr  # vLLM shut down before the group was destroyed
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["kept_rollouts"] == 16 for r in rows)  # 2 prompts x 4 rollouts on each of the 2 ranks
+    mismatch = [r["logprob_mismatch"] for r in rows]
+    assert max(mismatch) < LOGPROB_ATOL, mismatch

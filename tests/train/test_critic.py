@@ -6,7 +6,7 @@ import torch
 from rlvr.algorithms.advantages import AdvantageInputs, compute
 from rlvr.config import load_config
 from rlvr.models import load_policy
-from rlvr.train.critic import critic_values, load_critic
+from rlvr.train.critic import critic_values, explained_variance, load_critic
 from rlvr.train.rl import Trainer, add_advantages
 from tests.train.test_invariance import make_batch
 
@@ -94,3 +94,16 @@ def test_whitening_changes_the_advantages_but_not_the_critic_targets(tiny_llama_
     assert abs(a.mean().item()) < 1e-5 and abs(a.std().item() - 1) < 1e-4  # unbiased std, as `whiten` uses
     assert torch.equal(batch.advantages[~mask], torch.zeros_like(batch.advantages[~mask]))
     torch.testing.assert_close(batch.returns, torch.where(mask, batch.rewards[:, None].expand_as(mask), 0.0))
+
+
+def test_explained_variance_of_constant_returns_is_zero_not_rounding_noise():
+    """With gamma = lam = 1 every return is the outcome: returns = A + V equal it up to float32
+    rounding. Var(R) is then ~1e-15, and 1 - Var(R - V) / Var(R) was logged as -1e11."""
+    values = torch.randn(4, 6)  # [B, T]
+    returns = (1.0 - values) + values  # [B, T] 1.0 plus rounding
+    mask = torch.ones(4, 6)
+    assert returns.var() > 0  # the rounding is there
+    assert explained_variance(values, returns, mask) == 0.0
+    # a real spread is still measured: returns = V + noise explains most of Var(R)
+    noisy = values + 0.1 * torch.randn(4, 6)
+    assert 0.5 < explained_variance(values, noisy, mask) <= 1.0

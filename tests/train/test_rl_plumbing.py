@@ -35,13 +35,16 @@ def weights(ckpt):
     return load_file(str(ckpt / "model.safetensors"))
 
 
-def test_two_steps_on_a_user_checkpoint(tiny_llama_dir, tmp_path):
+def test_two_steps_on_a_user_checkpoint(tiny_llama_dir, tmp_path, monkeypatch):
     CALLS.update(n=0, stop_after=None)
+    saves = []  # steps written: the last step is saved once, though save_every divides it
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda root, step, *a, **k: saves.append(step) or save(root, step, *a, **k))
     # the random model rarely stops within 12 tokens: by default its truncated responses score 0.
     # Every row is computed, so logprob_mismatch covers them all, uniform groups included
     result = train_rl(config(tiny_llama_dir, tmp_path / "run", rl__steps=2, rl__reward_truncated="false",
                              rl__skip_zero_advantage_rows="false"), log_fn=lambda *_: None)
-    assert result["steps"] == 2
+    assert result["steps"] == 2 and saves == [2]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["generated_tokens"] > 0 and rows[0]["logprob_mismatch"] < 1e-4
@@ -67,6 +70,8 @@ def test_resume_equals_uninterrupted_run(tiny_llama_dir, tmp_path):
     assert checkpoint.latest(tmp_path / "b").name == "step-000002"
     with pytest.raises(FileExistsError, match="--resume"):
         train_rl(config(tiny_llama_dir, tmp_path / "b"), log_fn=lambda *_: None)
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as f:
+        f.write('{"phase": "rl", "step": 3, "rew')  # a row cut short by a crash mid-write: dropped on resume
     CALLS.update(stop_after=None)
     resumed = train_rl(config(tiny_llama_dir, tmp_path / "b"), resume=True, log_fn=lambda *_: None)
     rows_b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()

@@ -70,6 +70,16 @@ def test_a_rank_with_nothing_to_train_on_still_joins_the_update(tiny_llama_dir, 
     assert all(r["grad_norm"] > 0 for r in rows if r["kept_rollouts"])
 
 
+def test_lora_ranks_start_from_the_same_adapters(tiny_llama_dir, tmp_path):
+    """LoRA's A matrices are random: every rank must build the same ones (the run seeds the build
+    alike on all ranks, then each rank's sampling apart), or the summed gradients mean nothing.
+    The run checks the replicas right after the build and again at the end."""
+    out = tmp_path / "run"
+    done = torchrun(out, tiny_llama_dir, "rl.steps=1", "model.lora_r=4", "--no-eval", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "metrics.jsonl").read_text())["kept_rollouts"] == 16
+
+
 def test_two_nodes_train_as_two_processes(tiny_llama_dir, tmp_path):
     """Multi-node: two torchrun launchers, each a node of one process (here both on this machine),
     meet at a c10d rendezvous. Both ranks have LOCAL_RANK 0; the global rank decides which prompts
