@@ -1,7 +1,7 @@
 """rlvr against TRL's GRPOTrainer, same model and settings: seconds per GRPO step, or time to accuracy.
 
     pip install trl            # a benchmark-only dependency (pip install 'rlvr[bench]')
-    python benchmarks/vs_trl.py [--model runs/demo/sft/model] [--prompts 16] [--group 8] [--steps 6]
+    python benchmarks/vs_trl.py [--model runs/demo/sft/model] [--prompts 64] [--group 8] [--steps 6]
     python benchmarks/vs_trl.py --accuracy --model runs/demo/sft/model [--budget 300] [--eval-n 1000]
 
 Both sides run one configuration, built once by `settings` (rlvr reads it, `trl` translates it
@@ -11,7 +11,8 @@ per prompt, the same prompts per step and max new tokens, temperature 1; rlvr's 
 reward on the boxed answer, 0 for a response cut at max new tokens; group-normalised advantages
 (mean and std); token-mean loss over the batch; one update per rollout batch; no KL; and the
 very same AdamW and lr schedule (TRL is handed rlvr's: linear warmup, then constant), gradients
-clipped at 1.0. Uniform groups are trained on (zero advantage, but their tokens count in the
+clipped at 1.0; neither side recomputes activations in the backward (TRL's default does,
+as rlvr's model.gradient_checkpointing=true would). Uniform groups are trained on (zero advantage, but their tokens count in the
 token mean, as in TRL).
 
 Step time (default): a step is everything from sampling to the optimizer step. The first step
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import statistics
@@ -146,6 +148,10 @@ def trl(cfg) -> Run:
         use_cpu=not torch.cuda.is_available(), bf16=False,  # rlvr's device, float32 like model.autocast=off
         report_to=[], save_strategy="no", logging_steps=rl.save_every, disable_tqdm=True,
         seed=cfg.seed, log_completions=False,
+        # TRL's default recomputes activations in the backward; rlvr's is model.gradient_checkpointing
+        # (transformers 5 renamed the field)
+        **{"activation_checkpointing" if "activation_checkpointing" in {f.name for f in dataclasses.fields(GRPOConfig)}
+           else "gradient_checkpointing": cfg.model.gradient_checkpointing},
     )  # the lr and its schedule are those of the optimizer it is handed
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=exact_match, args=config, train_dataset=data, processing_class=tok,
@@ -252,7 +258,7 @@ def time_to_accuracy(args, tmp: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="checkpoint folder (default: the embedded model at random init)")
-    ap.add_argument("--prompts", type=int, help="per step (default: 16 to time steps, the demo's 64 with --accuracy)")
+    ap.add_argument("--prompts", type=int, default=64, help="per step (default: the demo recipe's 64)")
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--lr", type=float, default=6e-4)
@@ -266,8 +272,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.accuracy and args.model is None:
         ap.error("--accuracy needs --model (an SFT checkpoint folder, e.g. runs/demo/sft/model)")
-    if args.prompts is None:
-        args.prompts = 64 if args.accuracy else 16
     sys.path.insert(0, str(ROOT))
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -212,7 +212,11 @@ class _FusedHead(torch.autograd.Function):
                 grad_h[s : s + ctx.chunk] = (d_w @ w).to(hidden.dtype)
             if grad_w is not None:
                 same = grad_w_dtype == w.dtype
-                grad_w += (d_w if same else d.to(grad_w_dtype)).T @ (h_w if same else h.to(grad_w_dtype))
+                a, b_ = (d_w, h_w) if same else (d.to(grad_w_dtype), h.to(grad_w_dtype))  # [n, V], [n, H]
+                if a.dtype == grad_w.dtype:  # accumulated in place: no [V, H] product (622 MB for Qwen3) per chunk
+                    grad_w.addmm_(a.T, b_)
+                else:  # bf16 products (autocast) summed into the float32 gradient
+                    grad_w += a.T @ b_
         grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
         grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
         return grad_h, grad_w, grad_b, None, None, None, None

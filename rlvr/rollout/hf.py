@@ -132,9 +132,15 @@ class HFEngine:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _decode(self, rows: list[list[int]], params: SamplingParams, generator):
-        device = self.model.device
         was_training = self.model.training
         self.model.eval()
+        try:
+            yield from self._decode_rows(rows, params, generator)
+        finally:  # also when decoding fails
+            self.model.train(was_training)
+
+    def _decode_rows(self, rows: list[list[int]], params: SamplingParams, generator):
+        device = self.model.device
         # each distinct prompt is prefilled once (a group's samples share it), then its cache and
         # last logits are repeated for every row that holds it
         distinct: dict[tuple[int, ...], int] = {}
@@ -183,7 +189,6 @@ class HFEngine:
                 logits = decoder.step(tok, next_pos)  # [b, V]
             next_pos = next_pos + 1
         stop_at_rows[alive] = stop_at
-        self.model.train(was_training)
         tokens_out, logprobs_out, stop_at_rows = tokens_out.cpu(), logprobs_out.cpu(), stop_at_rows.tolist()
         for i, stop in enumerate(stop_at_rows):
             L = stop or N

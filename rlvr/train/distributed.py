@@ -45,12 +45,19 @@ def global_sum(value: torch.Tensor) -> torch.Tensor:
 
 def sum_gradients(parameters) -> None:
     """Replace each parameter's .grad by its sum over ranks, in one flat all-reduce. Parameters
-    sharded by FSDP (DTensors) are skipped: their gradients were reduce-scattered in the backward."""
+    sharded by FSDP (DTensors) are skipped: their gradients were reduce-scattered in the backward.
+    A parameter no rank computed a gradient for (an untied output layer a critic never runs)
+    keeps .grad None, as in one process: AdamW then skips it, with no state and no decay."""
     from torch.distributed.tensor import DTensor
 
     if not is_distributed():
         return
     params = [p for p in parameters if p.requires_grad and not isinstance(p, DTensor)]
+    if not params:
+        return
+    anywhere = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)  # [n] on the CPU: gloo
+    dist.all_reduce(anywhere, op=dist.ReduceOp.MAX)
+    params = [p for p, some in zip(params, anywhere.tolist()) if some]
     if not params:
         return
     for p in params:  # every rank must send the same layout, even one whose batch touched nothing

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from rlvr.algorithms.logprobs import head_token_stats, token_entropy, token_entropy_with_grad, token_logprobs
+from rlvr.algorithms.logprobs import (chunk_rows_for, head_token_stats, token_entropy, token_entropy_with_grad,
+                                     token_logprobs)
 from rlvr.models import under_autocast
 from rlvr.train import distributed as dist_utils
 from rlvr.types import RolloutBatch
@@ -62,8 +63,9 @@ def token_stats(model, batch: RolloutBatch, temperature: float, entropy_grad: bo
     if parts is None:
         with under_autocast(autocast, model.device):
             logits = model(input_ids=ids, attention_mask=attn).logits  # [b, t, V], bf16 under autocast
-        ent = (token_entropy_with_grad if entropy_grad else token_entropy)(logits, temperature=temperature)
-        return token_logprobs(logits, ids, temperature), ent  # [b, t] float32 each
+        chunk = chunk_rows_for(logits.shape[-1])  # ~64 MB of float32 a chunk, as the fused path's
+        ent = (token_entropy_with_grad if entropy_grad else token_entropy)(logits, chunk, temperature)
+        return token_logprobs(logits, ids, temperature, chunk), ent  # [b, t] float32 each
     decoder, head = parts
     with under_autocast(autocast, model.device):
         hidden = decoder(input_ids=ids, attention_mask=attn).last_hidden_state  # [b, t, H]

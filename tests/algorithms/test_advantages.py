@@ -388,3 +388,38 @@ def test_batch_whitening_over_two_gloo_ranks_equals_the_whole_batch(tmp_path):
         torch.testing.assert_close(torch.cat([parts[0][name], parts[1][name]]), full, atol=1e-6, rtol=0, msg=name)
     local = whiten(values[:3], mask[:3])
     assert (local - expected["whiten"][:3]).abs().max() > 1e-3  # the per-rank version is caught
+
+
+def _gradient_rank(rank: int, init_file: str, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from rlvr.train.distributed import sum_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        both, mine, never = (torch.nn.Parameter(torch.ones(3)) for _ in range(3))
+        (both * (rank + 1)).sum().backward()  # every rank: grads 1 and 2
+        if rank == 0:
+            (mine * 5).sum().backward()  # rank 0 only: rank 1 must still send its (zero) share
+        sum_gradients([both, mine, never])
+        torch.save({"both": both.grad, "mine": mine.grad, "never": never.grad}, os.path.join(out_dir, f"grad{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_summed_gradients_over_two_gloo_ranks():
+    """sum_gradients: a gradient is the sum over ranks; one only some ranks computed counts the
+    others' as zero; one no rank computed stays None, as in one process (AdamW skips it: no
+    state, no weight decay on a layer that never ran)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_gradient_rank, args=(f"{tmp}/init", tmp), nprocs=2, join=True)
+        for rank in range(2):
+            got = torch.load(f"{tmp}/grad{rank}.pt")
+            assert torch.equal(got["both"], torch.full((3,), 3.0)) and torch.equal(got["mine"], torch.full((3,), 5.0))
+            assert got["never"] is None
