@@ -80,6 +80,60 @@ def test_lora_ranks_start_from_the_same_adapters(tiny_llama_dir, tmp_path):
     assert json.loads((out / "metrics.jsonl").read_text())["kept_rollouts"] == 16
 
 
+def prompt_parity(completion, sample):
+    """Scores the problem, not the completion: an evaluation's accuracy is then known in advance,
+    whoever decodes which problem in which batch."""
+    return float(len(sample.prompt) % 2)
+
+
+def _eval_rank(rank: int, model_dir: str, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from rlvr.config import load_config
+    from rlvr.models import load_policy
+    from rlvr.rollout.hf import HFEngine
+    from rlvr.tasks import load_task
+    from rlvr.train.rl import periodic_eval
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        cfg = load_config(None, [f"model.name_or_path={model_dir}", "task.eval_per_bucket=5", "eval.max_new_tokens=4"])
+        model, tok = load_policy(model_dir)
+        engine = HFEngine(model, tok, eos_token_ids=list(range(len(tok))))  # every token ends a row: none is cut
+        heldout = load_task(cfg.task, need=("heldout",)).heldout
+        scored = []  # the problems this rank scored
+
+        def reward(completion, sample):
+            scored.append(sample.id)
+            return prompt_parity(completion, sample)
+
+        accuracy = periodic_eval(engine, tok, heldout, reward, cfg)
+        torch.save((accuracy, scored), os.path.join(out_dir, f"acc{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_periodic_eval_is_split_across_ranks_and_covers_every_problem(tiny_llama_dir, tmp_path):
+    """rl.eval_every under torchrun: each rank scores every other held-out problem (real gloo
+    ranks, a real engine), and both report the accuracy over all of them, what one process
+    would report, not over their own share."""
+    import torch.multiprocessing as mp
+
+    from rlvr.config import load_config
+    from rlvr.eval.evaluate import eval_problems
+    from rlvr.tasks import load_task
+
+    mp.spawn(_eval_rank, args=(str(tiny_llama_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    cfg = load_config(None, ["task.eval_per_bucket=5"])
+    problems = eval_problems(load_task(cfg.task, need=("heldout",)).heldout, cfg.eval)
+    expected = sum(prompt_parity("", p) for p in problems) / len(problems)
+    shares = [sum(prompt_parity("", p) for p in problems[r::2]) / len(problems[r::2]) for r in range(2)]
+    assert len(problems) == 10 and expected not in shares  # either rank's share alone would show
+    results = [torch.load(tmp_path / f"acc{r}.pt") for r in range(2)]
+    assert [accuracy for accuracy, _ in results] == [expected, expected]
+    assert [scored for _, scored in results] == [[p.id for p in problems[r::2]] for r in range(2)]  # half each
+
+
 def test_two_nodes_train_as_two_processes(tiny_llama_dir, tmp_path):
     """Multi-node: two torchrun launchers, each a node of one process (here both on this machine),
     meet at a c10d rendezvous. Both ranks have LOCAL_RANK 0; the global rank decides which prompts
