@@ -56,7 +56,7 @@ import copy
 import os
 import random
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -103,15 +103,20 @@ class VLLMEngine:
 
     def __init__(self, model: torch.nn.Module, tokenizer, eos_token_ids: list[int], *,
                  gpu_memory_utilization: float = 0.3, bucket_bytes: int = BUCKET_BYTES,
-                 dtype: torch.dtype | None = None, **llm_args):
+                 dtype: torch.dtype | None = None,
+                 weights: Callable[[], Iterable[tuple[str, torch.Tensor]]] | None = None, **llm_args):
         """`dtype`: what vLLM computes and keeps its weights in (None: the policy's dtype). With
         float32 master weights under bf16 autocast it is bfloat16, and each push sends bf16 copies.
+        `weights`: the policy's whole weights as (name, tensor) pairs, read at each push (default:
+        its state_dict). For a policy FSDP shards it gathers one tensor at a time, a collective
+        every rank joins, so no whole copy of the policy is ever kept beside vLLM's.
         `llm_args` go to `vllm.LLM` as they are (e.g. enforce_eager, kv_cache_memory_bytes, max_num_seqs)."""
         vllm = import_vllm()
         import torch.distributed as dist
         from vllm.platforms import current_platform
 
         self.model, self.tokenizer, self.eos = model, tokenizer, list(eos_token_ids)
+        self._weights = weights or (lambda: model.state_dict().items())
         self.bucket_bytes = bucket_bytes
         self.dtype = dtype or model.dtype
         self.sleep_mode = current_platform.is_sleep_mode_available()  # CUDA / ROCm / XPU: yes; CPU: no
@@ -121,7 +126,9 @@ class VLLMEngine:
         # save_pretrained writes on rank 0 only under torch.distributed); the weights come by push
         self._folder = tempfile.TemporaryDirectory(prefix="rlvr-vllm-")
         config = copy.deepcopy(model.config)
-        config.architectures = [type(model).__name__]  # what save_pretrained records: vLLM picks its model by it
+        # what save_pretrained records, and vLLM picks its model by: the transformers class (FSDP
+        # subclasses a sharded module's class as FSDP<name>)
+        config.architectures = [next(c for c in type(model).__mro__ if c.__module__.startswith("transformers")).__name__]
         config.save_pretrained(self._folder.name)
         if getattr(model, "generation_config", None) is not None:  # its EOS ids, as a saved checkpoint has them
             model.generation_config.save_pretrained(self._folder.name)
@@ -138,13 +145,13 @@ class VLLMEngine:
                 **llm_args,
             )
         self.weight_pushes = 0  # batched load_weights calls made so far (one per bucket)
-        self._push(model.state_dict())
+        self._push(self._weights())
         self._sleep()
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Copy `state_dict` (Hugging Face names) into vLLM's model now. generate() does this by
         itself with the policy's weights whenever they changed; call it for anything else."""
-        self._wake(state_dict)
+        self._wake(state_dict.items())
         self._sleep()
 
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
@@ -191,21 +198,21 @@ class VLLMEngine:
     def _versions(self) -> tuple[int, ...]:
         return tuple(p._version for p in self.model.parameters())
 
-    def _wake(self, state_dict: dict[str, torch.Tensor] | None = None) -> None:
-        """Weights back, refreshed (with `state_dict`, else the policy's own if they changed), then
+    def _wake(self, named: Iterable[tuple[str, torch.Tensor]] | None = None) -> None:
+        """Weights back, refreshed (with `named`, else the policy's own if they changed), then
         the KV cache: the cache never takes memory while a push is under way."""
         if self.sleep_mode:
             self.llm.wake_up(tags=["weights"])
-        if state_dict is None and self._versions() != self._pushed:
-            state_dict = self.model.state_dict()
-        if state_dict is not None:
-            self._push(state_dict)
+        if named is None and self._versions() != self._pushed:
+            named = self._weights()
+        if named is not None:
+            self._push(named)
         if self.sleep_mode:
             self.llm.wake_up(tags=["kv_cache"])
-        if state_dict is not None:
+        if named is not None:
             self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
-    def _push(self, state_dict: dict[str, torch.Tensor]) -> None:
+    def _push(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
         """One in-place reload in vLLM, fed by a few batched load_weights calls of about
         bucket_bytes each. vLLM's layerwise reload holds each layer's incoming tensors until the
         layer is complete (q/k/v may sit in different buckets), then redoes what loading does
@@ -213,8 +220,7 @@ class VLLMEngine:
         self.llm.collective_rpc(_begin_reload)
         with torch.no_grad():
             # by reference when the dtypes agree; else a bf16 copy of one bucket at a time (half the bytes)
-            tensors = ((k, v.detach().to(self.dtype) if v.is_floating_point() else v.detach())
-                       for k, v in state_dict.items())
+            tensors = ((k, v.detach().to(self.dtype) if v.is_floating_point() else v.detach()) for k, v in named)
             for bucket in buckets(tensors, self.bucket_bytes):
                 self.llm.collective_rpc(_load_bucket, args=(bucket,))
                 self.weight_pushes += 1

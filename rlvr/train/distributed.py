@@ -125,6 +125,13 @@ def full_state_dict(module, rank0_only: bool = False) -> dict[str, torch.Tensor]
     return {name: _whole(v, rank0_only) for name, v in module.state_dict().items()}
 
 
+def iter_full_state(module):
+    """(name, whole tensor) of a sharded module, gathered one tensor at a time as the caller
+    iterates (a collective per tensor: every rank iterates alike), so no whole copy exists at once."""
+    for name, value in module.state_dict().items():
+        yield name, _whole(value, rank0_only=False)
+
+
 def optimizer_state(module, optimizer) -> dict:
     """optimizer.state_dict(), whole: for a sharded module every moment is gathered onto rank 0 (a
     collective; the other ranks get None for each), so a checkpoint's optimizer state has the same

@@ -209,7 +209,7 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
                     # (only where the update will read them: gradient_rows, as in policy_gradients)
                     batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(tr.model, batch, cfg))
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
-            if dist_utils.is_sharded(tr.model):  # the engine decodes with a whole copy (state.py): refresh it
+            if dist_utils.is_sharded(tr.model) and tr.engine.model is not tr.model:  # a whole copy (state.py): refresh it
                 tr.engine.load_weights(dist_utils.full_state_dict(tr.model))
     # the schedule follows RL steps, updated or not (skipped batch, critic warm-up): it always
     # reaches its floor at rl.steps

@@ -46,10 +46,11 @@ def make_optimizer(model, cfg: Config):
 def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     """Policy (from the checkpoint when resuming), reference, critic, engine, optimizers.
     With model.fsdp under torchrun, the policy, the reference (as large, though frozen) and a
-    separate critic are sharded (FSDP2), and the engine decodes with an unsharded copy of the
+    separate critic are sharded (FSDP2), and the HF engine decodes with an unsharded copy of the
     policy: generation needs every weight at each step, and each rank decodes its own prompts for
     its own number of steps, which per-layer gathers (collectives) could not follow. rl.py
-    refreshes the copy after each update."""
+    refreshes the copy after each update. vLLM holds its own whole copy already, so it is given
+    the sharded policy and gathers its weights a tensor at a time when they change."""
     from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
 
@@ -67,13 +68,16 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     enable_checkpointing(model, m.gradient_checkpointing)
     if lora:  # adapters on the base; a checkpoint holds the adapters (transformers + peft load it as is)
         model = add_lora(model, m, adapter=str(start_from) if start_from else None)
-    decoding = model
+    decoding, weights = model, None
     if fsdp:
-        decoding = copy.deepcopy(model).requires_grad_(False)
-        if autocast is not None:  # the sharded policy computes with bf16 weights (shard): so does its copy
-            decoding.to(autocast)  # (in half the memory)
+        if cfg.rollout.engine == "hf":  # vLLM keeps its own copy: it is handed the weights a tensor at a time
+            decoding = copy.deepcopy(model).requires_grad_(False)
+            if autocast is not None:  # the sharded policy computes with bf16 weights (shard): so does its copy
+                decoding.to(autocast)  # (in half the memory)
         dist_utils.shard(model, decoder_layers(model), param_dtype=autocast)
-    engine = make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model), autocast=autocast)
+        weights = partial(dist_utils.iter_full_state, model)
+    engine = make_engine(cfg.rollout, decoding, tokenizer, eos_token_ids(tokenizer, model), autocast=autocast,
+                         weights=weights)
     tr = Trainer(model, tokenizer, engine, *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
         tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype if fsdp else frozen)

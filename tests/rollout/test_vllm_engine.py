@@ -273,11 +273,13 @@ def test_rl_steps_sample_with_the_updated_policy(tmp_path):
 
 
 @pytest.mark.vllm
-def test_torchrun_ranks_sample_with_their_own_vllm(tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_torchrun_ranks_sample_with_their_own_vllm(tmp_path, fsdp):
     """Two torchrun ranks, each with its own vLLM joined to the run's gloo group (external
     launcher): every rank samples its share, pushes its updated weights into its own engine (step
     2's logprobs still equal its trainer's), and the run ends cleanly, vLLM's shutdown and the
-    process group's teardown in the right order."""
+    process group's teardown in the right order. With FSDP each engine is handed the sharded
+    policy and gathers its weights a tensor at a time (no whole copy of the policy is kept)."""
     pytest.importorskip("vllm")
     import json
     import os
@@ -289,7 +291,7 @@ def test_torchrun_ranks_sample_with_their_own_vllm(tmp_path):
            "train", "grpo", "sft.before_rl=false", f"output_dir={tmp_path}", "rollout.engine=vllm", *VLLM_ARGS_FOR_THIS_CPU,
            "task.rl_problems=200", "task.eval_per_bucket=4", "task.reward=tests.rollout.test_vllm_engine:parity_reward",
            "rl.steps=2", "rl.prompts_per_step=4", "rl.group_size=4", "rl.max_new_tokens=12", "rl.reward_truncated=true",
-           "rl.skip_uniform_groups=false", "rl.lr=1e-2", "rl.skip_zero_advantage_rows=false", "rl.save_every=2", "--no-eval"]
+           "rl.skip_uniform_groups=false", "rl.lr=1e-2", "rl.skip_zero_advantage_rows=false", "rl.save_every=2", f"model.fsdp={str(fsdp).lower()}", "--no-eval"]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
