@@ -119,8 +119,17 @@ def held_out_eval(engine, tok, samples, reward, cfg, out: Path | None, label: st
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval.json").write_text(json.dumps({"model": model_name, "task": dataclasses.asdict(cfg.task),
+                                                   "problems_sha256": problems_fingerprint(samples),
                                                    **ev.to_json()}, indent=2))
     return ev
+
+
+def problems_fingerprint(samples) -> str:
+    """A hash of the problems themselves (id, prompt, answer, in order): two evals that carry the
+    same one scored the same problems, whatever file or hub split they came from."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([[s.id, s.prompt, s.answer] for s in samples]).encode()).hexdigest()
 
 
 def eval_model(model_path: str, cfg, out: Path | None):

@@ -6,6 +6,11 @@ from __future__ import annotations
 from rlvr.config import TASKS, TOKEN_LEVEL_ADVANTAGES, Config, ConfigError, ModelConfig, TaskConfig
 
 
+# advantages whitened over the whole batch (or from a critic): a group whose rewards are all equal
+# still has non-zero advantages, so dropping it drops gradient (and skews the batch statistics)
+NO_GROUP_BASELINE = ("gae", "reinforce_pp", "reinforce_pp_baseline")
+
+
 def check(cfg: Config, source: str) -> None:
     """Raise ConfigError, naming `source`, the field and the fix, for a value or a combination
     of values that cannot run; called by load_config, before anything is loaded or trained."""
@@ -50,10 +55,10 @@ def check(cfg: Config, source: str) -> None:
          "(arXiv 2507.18071); set rl.clip_low and rl.clip_high")
     need(rl.loss != "gspo" or rl.aggregation == "seq_mean_token_mean", f"rl.loss=gspo with rl.aggregation={rl.aggregation}",
          "does not work: GSPO's objective is a mean over sequences; set rl.aggregation=seq_mean_token_mean")
-    need(not (rl.dynamic_sampling and rl.advantage in ("gae", "reinforce_pp")), "rl.dynamic_sampling",
+    need(not (rl.dynamic_sampling and rl.advantage in NO_GROUP_BASELINE), "rl.dynamic_sampling",
          f"must be false with rl.advantage={rl.advantage}: dropping groups whose rewards are all equal is only "
          "free of bias with a per-group baseline (grpo, dr_grpo, rloo)")
-    need(not (rl.skip_uniform_groups and rl.advantage in ("gae", "reinforce_pp")), "rl.skip_uniform_groups",
+    need(not (rl.skip_uniform_groups and rl.advantage in NO_GROUP_BASELINE), "rl.skip_uniform_groups",
          f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
          "all equal still has non-zero advantages")
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),

@@ -147,6 +147,19 @@ def under_autocast(dtype: torch.dtype | None, device: torch.device):
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module):
+    """The module in eval mode for the body, then as it was: a forward that only measures (the
+    rollout policy's logprobs, the KL reference's, rollout-time values) must not draw dropout
+    masks, or the importance ratio of an unchanged policy is not 1."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
     """Make sure EOS and PAD exist: many base models ship without a pad token."""
     if tokenizer.eos_token_id is None:

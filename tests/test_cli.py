@@ -36,7 +36,8 @@ def test_sft_train_eval_on_a_user_task(user_task, tiny_llama_dir, capsys):
 
     main(["train", str(recipe), f"model.name_or_path={root / 'sft' / 'model'}", f"output_dir={root / 'rl'}"])
     assert (root / "rl" / "checkpoints" / "step-000002" / "trainer_state.pt").exists()
-    assert json.loads((root / "rl" / "eval" / "eval.json").read_text())["n"] == 10
+    rl_eval = json.loads((root / "rl" / "eval" / "eval.json").read_text())
+    assert rl_eval["n"] == 10 and len(rl_eval["problems_sha256"]) == 64  # what `compare` matches problems by
 
     main(["eval", "--model", str(root / "rl" / "checkpoints" / "step-000002"), "--recipe", str(recipe),
           "--out", str(root / "ev")])

@@ -62,6 +62,9 @@ def test_checks_that_combine_fields():
     load_config(None, ["rl.loss=gspo", "rl.aggregation=seq_mean_token_mean", "rl.clip_low=3e-4", "rl.clip_high=4e-4"])
     with pytest.raises(ConfigError, match="rl.dynamic_sampling must be false with rl.advantage=reinforce_pp"):
         load_config(None, ["rl.advantage=reinforce_pp", "rl.skip_uniform_groups=false", "rl.dynamic_sampling=true"])
+    # whitened over the batch after the group mean: a uniform group's rows are not 0 either
+    with pytest.raises(ConfigError, match="rl.skip_uniform_groups must be false with rl.advantage=reinforce_pp_baseline"):
+        load_config(None, ["rl.advantage=reinforce_pp_baseline", "rl.skip_uniform_groups=true"])
     with pytest.raises(ConfigError, match=re.escape("rollout.vllm_args.dtype is set by rlvr itself; remove it")):
         load_config(None, ["rollout.engine=vllm", "rollout.vllm_args.dtype=float16"])
     with pytest.raises(ConfigError, match="rollout.vllm_args applies to rollout.engine=vllm only"):

@@ -74,6 +74,12 @@ def _group_stats(rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, Te
     _, index, counts = torch.unique(group_ids, return_inverse=True, return_counts=True)
     n = counts.to(rewards.dtype)  # [G]
     mean = _group_sums(rewards, index, len(counts)) / n  # [G]
+    # a group whose rewards are all equal has that reward as its mean, exactly: summed in float32,
+    # eight rewards of 0.7 average to 0.7 plus an ulp, which grpo's division by a std of ~1e-8 would
+    # blow up into advantages of ~0.06 for a group that carries no signal
+    lo = torch.full_like(mean, float("inf")).scatter_reduce(0, index, rewards, "amin")  # [G]
+    hi = torch.full_like(mean, float("-inf")).scatter_reduce(0, index, rewards, "amax")  # [G]
+    mean = torch.where(lo == hi, hi, mean)  # [G]
     return mean[index], n[index], index, len(counts)  # [B], [B], [B], G
 
 

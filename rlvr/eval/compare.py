@@ -79,9 +79,15 @@ def check_comparable(a: dict, b: dict, path_a: Path, path_b: Path) -> None:
             raise ValueError(f"cannot compare: {key} is {va!r} in {path_a} but {vb!r} in {path_b}; "
                              "a paired test needs the same problems scored the same way")
     ids_a, ids_b = a.get("ids"), b.get("ids")
-    if not ids_a or not ids_b or a.get("scores") is None:
-        raise ValueError(f"{path_a if not ids_a else path_b}: no per-problem results (ids, scores); "
-                         "it was written by an older rlvr: evaluate again")
+    for ids, ev, path in ((ids_a, a, path_a), (ids_b, b, path_b)):
+        if not ids or ev.get("scores") is None:
+            raise ValueError(f"{path}: no per-problem results (ids, scores); it was written by an older rlvr: "
+                             "evaluate again")
+    ha, hb = a.get("problems_sha256"), b.get("problems_sha256")
+    if ha and hb and ha != hb:  # ids like "test.jsonl:12" say nothing of which test.jsonl
+        raise ValueError(f"cannot compare: {path_a} and {path_b} scored different problems (their prompts or "
+                         f"answers differ, task.eval_path {ta.get('eval_path')!r} and {tb.get('eval_path')!r}); "
+                         "a paired test needs the same problems in both")
     if ids_a != ids_b:
         common = len(set(ids_a) & set(ids_b))
         raise ValueError(f"cannot compare: different problems ({len(ids_a)} in {path_a}, {len(ids_b)} in {path_b}, "

@@ -80,11 +80,16 @@ class _Problem:
     truncated: list[bool]
     mean_logprobs: list[float]
 
+    def votes(self) -> list[str | None]:
+        """The answers that vote in maj@k: a response cut at max_new_tokens gave none (it scores 0,
+        and its extracted text may be a half-written number), whatever could be extracted from it."""
+        return [None if cut else answer for answer, cut in zip(self.answers, self.truncated)]
+
     def metrics(self, same: Callable[[str, str], bool] | None) -> dict[str, float]:
         k = len(self.correct)
         best = max(range(k), key=lambda j: self.mean_logprobs[j])
         return {f"avg@{k}": sum(self.correct) / k, f"pass@{k}": pass_at_k(k, sum(self.correct), k),
-                f"maj@{k}": float(majority_vote(self.answers, self.correct, same)[1]),
+                f"maj@{k}": float(majority_vote(self.votes(), self.correct, same)[1]),
                 f"best@{k}": float(self.correct[best])}
 
 

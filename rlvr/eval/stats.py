@@ -116,11 +116,12 @@ def format_p(p: float) -> str:
     if p < 1e-3:
         mantissa, exponent = f"{p:.1e}".split("e")
         return f"p = {mantissa}e{int(exponent)}"
-    return f"p = {p:.2g}"
+    return f"p = {p:#.2g}"  # 0.01006 -> "0.010", never rounded across a level like 0.01
 
 
-def verdict(result: McNemarResult, alpha: float = 0.01, before: str = "before", after: str = "after") -> str:
-    """One sentence: which run is better (if significant at alpha), by how much, and how sure."""
+def verdict(result: McNemarResult, alpha: float = 0.05, before: str = "before", after: str = "after") -> str:
+    """One sentence: which run is better (if significant at alpha: 0.05, the level of the 95% CI it
+    prints beside), by how much, and how sure."""
     if result.p_value < alpha:
         head = f"{after} is better" if result.difference > 0 else f"{before} is better"
     else:
@@ -350,7 +351,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000,
 
 
 def paired_verdict(result: PairedResult, a_name: str = "A", b_name: str = "B",
-                   alpha: float = 0.01) -> str:
+                   alpha: float = 0.05) -> str:
     """One sentence in the words of `verdict`: which run is better (if significant at alpha),
     by how many points, the 95% CI, the p-value and the sample size."""
     if result.p_value < alpha:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rlvr.algorithms.losses import value_loss
-from rlvr.models import under_autocast
+from rlvr.models import eval_mode, under_autocast
 from rlvr.train.distributed import global_sum, micro_batches, sum_gradients
 from rlvr.types import RolloutBatch
 
@@ -99,11 +99,12 @@ def _rows(batch: RolloutBatch, device) -> tuple[int, Tensor, Tensor]:
 def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
     """Rollout-time values [B,T], 0 off the response."""
     out = torch.zeros(batch.response_mask.shape)
-    for s, mb in micro_batches(batch, micro_batch_size, critic):
-        t, ids, attn = _rows(mb, critic.device)
-        values = critic(ids, attn).cpu()
-        if s is not None:  # None: a blank micro-batch that keeps a sharded critic's ranks in step
-            out[s : s + len(mb), :t] = values
+    with eval_mode(critic):  # V_old, the clipped value loss's anchor: no dropout
+        for s, mb in micro_batches(batch, micro_batch_size, critic):
+            t, ids, attn = _rows(mb, critic.device)
+            values = critic(ids, attn).cpu()
+            if s is not None:  # None: a blank micro-batch that keeps a sharded critic's ranks in step
+                out[s : s + len(mb), :t] = values
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 

@@ -13,7 +13,7 @@ import torch
 from rlvr.algorithms import aggregation, losses
 from rlvr.algorithms import kl as kl_fns
 from rlvr.config import Config
-from rlvr.models import run_autocast
+from rlvr.models import eval_mode, run_autocast
 from rlvr.train import distributed as dist_utils
 from rlvr.train.distributed import global_sum, sum_gradients
 from rlvr.train.forward import token_stats
@@ -29,10 +29,11 @@ def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor 
     rows = torch.arange(len(batch)) if rows is None else rows
     part = batch if len(rows) == len(batch) else batch.select(rows)  # rows are in order: all of them is the batch
     autocast = run_autocast(cfg.model)
-    for s, mb in dist_utils.micro_batches(part, cfg.rl.micro_batch_size, model):
-        lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
-        if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
-            out[rows[s : s + len(mb)], : lp.shape[1]] = lp.float().cpu()
+    with eval_mode(model):  # no dropout: these logprobs are a fixed reference, not a sample
+        for s, mb in dist_utils.micro_batches(part, cfg.rl.micro_batch_size, model):
+            lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
+            if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
+                out[rows[s : s + len(mb)], : lp.shape[1]] = lp.float().cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 

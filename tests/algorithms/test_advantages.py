@@ -423,3 +423,16 @@ def test_summed_gradients_over_two_gloo_ranks():
             got = torch.load(f"{tmp}/grad{rank}.pt")
             assert torch.equal(got["both"], torch.full((3,), 3.0)) and torch.equal(got["mine"], torch.full((3,), 5.0))
             assert got["never"] is None
+
+
+def test_a_uniform_group_has_exactly_zero_advantage_whatever_its_reward():
+    """Eight rewards of 0.7 sum, in float32, to a mean one ulp off 0.7; divided by a std of
+    ~1e-8 (+ eps 1e-6) that gave grpo advantages of ~0.06 to a group with no signal at all.
+    The group's mean is now its reward exactly, so every estimator with a group baseline gives 0."""
+    rewards = torch.tensor([0.7] * 8 + [0.0, 1.0, 0.3, 0.7], dtype=torch.float32)
+    group_ids = torch.tensor([0] * 8 + [1] * 4)
+    assert rewards[:8].sum() / 8 != rewards[0]  # the rounding is there
+    for name in ("grpo", "dr_grpo", "rloo"):
+        adv = compute(name, AdvantageInputs(rewards, group_ids))
+        assert torch.equal(adv[:8], torch.zeros(8)), name
+        assert adv[8:].abs().sum() > 0.5, name  # the group with spread keeps its advantages

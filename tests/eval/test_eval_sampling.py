@@ -46,12 +46,13 @@ def test_k_samples_and_seeds_match_a_brute_force_recount(setup, tmp_path):
     any_ok = np.mean([[float(any(x >= 1 for x in r["rewards"])) for r in seed] for seed in per_seed])
     best = np.mean([[r["rewards"][int(np.argmax(r["mean_logprobs"]))] for r in seed] for seed in per_seed])
 
-    def maj(r):  # brute force: most frequent extracted answer (first seen wins ties), its reward
-        votes = [a for a in r["extracted"] if a is not None]
-        if not votes:
+    def maj(r):  # brute force: most frequent answer of a finished response (first seen wins ties), its reward
+        votes = [a if f != "length" else None for a, f in zip(r["extracted"], r["finish_reasons"])]
+        cast = [a for a in votes if a is not None]
+        if not cast:
             return 0.0
-        top = max(votes, key=lambda a: (votes.count(a), -votes.index(a)))
-        return r["rewards"][r["extracted"].index(top)]
+        top = max(cast, key=lambda a: (cast.count(a), -votes.index(a)))
+        return r["rewards"][votes.index(top)]
 
     majority = np.mean([[maj(r) for r in seed] for seed in per_seed])
     m = res.overall.metrics
@@ -98,6 +99,28 @@ def test_compare_refuses_different_settings_and_problems(setup, tmp_path):
         compare_runs(a, other_task)
     with pytest.raises(ValueError, match="same problems and seeds"):
         paired_compare(greedy.scores, fewer.scores)
+
+
+def test_compare_refuses_two_files_whose_problems_differ_under_the_same_ids(setup, tmp_path):
+    """Ids like "test.jsonl:12" name a line, not a file: two evals of data/v1/test.jsonl and
+    data/v2/test.jsonl carry the same ids. The problems' fingerprint (id, prompt, answer) tells them apart."""
+    import dataclasses
+
+    from rlvr.cli import problems_fingerprint
+
+    greedy, _ = run(setup, tmp_path, "g")
+    _, _, samples = setup
+    edited = [dataclasses.replace(samples[0], answer=samples[0].answer + "0"), *samples[1:]]  # one answer differs
+    assert problems_fingerprint(edited) != problems_fingerprint(samples)
+    folders = []
+    for name, problems in (("v1", samples), ("v2", edited)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "eval.json").write_text(json.dumps({**greedy.to_json(), "problems_sha256": problems_fingerprint(problems)}))
+        folders.append(d)
+    with pytest.raises(ValueError, match="scored different problems"):
+        compare_runs(*folders)
+    assert compare_runs(folders[0], folders[0]).p_value == 1
 
 
 def test_paired_compare_picks_the_test_and_finds_a_real_gain():

@@ -107,8 +107,9 @@ def test_mcnemar_rejects_bad_input():
 
 
 def test_format_p_and_verdict():
-    assert format_p(0.003) == "p = 0.003"
+    assert format_p(0.003) == "p = 0.0030"
     assert format_p(0.41) == "p = 0.41"
+    assert format_p(0.01006) == "p = 0.010"  # two significant digits kept: not "0.01", which reads as < 0.01
     assert format_p(3.2e-5) == "p = 3.2e-5"
     assert format_p(1e-9) == "p < 1e-6"
     better = verdict(mcnemar_exact(*pairs(both=500, lost=20, gained=202, neither=278)))
@@ -118,3 +119,7 @@ def test_format_p_and_verdict():
     assert worse.startswith("before is better: -18.2 points")
     same = verdict(mcnemar_exact(*pairs(both=10, lost=5, gained=6, neither=9)))
     assert same.startswith("no significant difference: +3.3 points") and same.endswith("n = 30")
+    # p = 0.017 (10 lost, 25 gained): significant at the 5% level of the 95% CI printed beside it,
+    # which excludes 0 (+0.3 to +2.7); a 1% level here once printed "no significant difference"
+    edge = verdict(mcnemar_exact(*pairs(both=600, lost=10, gained=25, neither=365)))
+    assert edge.startswith("after is better: +1.5 points (95% CI +0.3 to +2.7)") and "p = 0.017" in edge

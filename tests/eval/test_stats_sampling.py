@@ -85,6 +85,21 @@ def brute_majority(answers, correct, same):
     return answers[i], correct[i]
 
 
+def test_a_cut_off_response_does_not_vote_in_maj_at_k():
+    """A response cut at max_new_tokens scores 0 and gives no answer, whatever text could be
+    pulled out of it. Here the cut copy of the right answer "5" came first: voting with it made
+    the "5" group take its flag (wrong) and maj@3 0; without it "5" and "4" tie on one vote each,
+    and "5", first, wins."""
+    from rlvr.eval.evaluate import _Problem
+
+    p = _Problem(correct=[False, True, False], answers=["5", "5", "4"], lengths=[96, 20, 20],
+                 truncated=[True, False, False], mean_logprobs=[-0.1, -0.2, -0.3])
+    assert p.metrics(None)["maj@3"] == 1.0
+    cut_wrong = _Problem(correct=[False, False, True], answers=["4", "4", "5"], lengths=[96, 96, 20],
+                         truncated=[True, True, False], mean_logprobs=[-0.1, -0.2, -0.3])
+    assert cut_wrong.metrics(None)["maj@3"] == 1.0  # two cut "4"s do not outvote a finished "5"
+
+
 def test_majority_vote_hand_computed():
     # "0.5" and "1/2" are one group of 2, "3" a group of 2, Nones never vote: a tie, and the
     # "0.5" group appeared first, so it wins with its first member's flag (True).
@@ -331,7 +346,7 @@ def test_paired_verdict_wording():
     r = PairedResult(difference=0.031, ci95=(0.010, 0.052), p_value=0.003, n_problems=500,
                      n_seeds=3, test="paired permutation")
     assert paired_verdict(r) == ("B is better: +3.1 points (95% CI +1.0 to +5.2), "
-                                 "paired permutation p = 0.003, n = 500 problems x 3 seeds")
+                                 "paired permutation p = 0.0030, n = 500 problems x 3 seeds")
 
 
 def test_paired_rejects_bad_input():

@@ -51,3 +51,31 @@ def test_lora_trains_adapters_only_and_resumes(tiny_llama_dir, tmp_path):
 def test_lora_needs_a_saved_base_model():
     with pytest.raises(ConfigError, match="model.lora_r with model.name_or_path=embedded"):
         load_config(None, ["model.lora_r=8"])
+
+
+def test_frozen_logprobs_draw_no_dropout(tiny_llama_dir, tmp_path):
+    """With lora_dropout the policy in training mode draws a mask at every forward. The rollout
+    policy's logprobs (inner_epochs > 1, kl_in_reward) are a fixed reference: taken in eval mode,
+    two takes agree and equal the policy's dropout-free logprobs, and the mode is given back."""
+    from rlvr.models import add_lora, load_policy
+    from rlvr.train.forward import token_stats
+    from rlvr.train.update import frozen_logprobs
+    from tests.train.test_invariance import make_batch
+
+    cfg = config(tiny_llama_dir, tmp_path, "model.lora_dropout=0.5", "model.autocast=off")
+    model, tok = load_policy(str(tiny_llama_dir))
+    model = add_lora(model, cfg.model)
+    with torch.no_grad():  # adapters away from zero, so their dropout changes the output
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.train()
+    batch = make_batch(len(tok))
+    first, second = frozen_logprobs(model, batch, cfg), frozen_logprobs(model, batch, cfg)
+    assert model.training and torch.equal(first, second)
+    model.eval()
+    with torch.no_grad():
+        lp, _ = token_stats(model, batch, cfg.rl.temperature)
+    t = lp.shape[1]  # token_stats trims the batch to its longest row
+    expected = torch.where(batch.response_mask[:, :t], lp.float(), torch.zeros_like(lp.float()))
+    torch.testing.assert_close(first[:, :t], expected, rtol=0, atol=1e-6)
