@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+from math import isfinite  # not `import math`: the submodule rlvr.rewards.math takes that name here
 from typing import Callable
 
 from rlvr.registry import Registry
@@ -178,9 +179,13 @@ def _score_list(fn: Reward, texts: list[str], samples: list[Sample]) -> tuple[li
     batch = getattr(fn, "batch", None)
     if batch is not None:
         try:
-            values = [float(v) for v in batch(texts, samples)]
+            got = batch(texts, samples)
+            values = [float(v) for v in got]
             if len(values) == len(texts):
-                return values, 0
+                bad = [not isfinite(v) for v in values]
+                values = [0.0 if b else v for v, b in zip(values, bad)]
+                # checks that timed out or failed in a worker scored 0: counted like a reward that raised
+                return values, sum(bad) + getattr(got, "failures", 0)
         except Exception:  # noqa: BLE001 - fall back to one call each, which isolates the bad input
             pass
     scored = [safe_score(fn, t, s) for t, s in zip(texts, samples)]
@@ -188,8 +193,10 @@ def _score_list(fn: Reward, texts: list[str], samples: list[Sample]) -> tuple[li
 
 
 def safe_score(reward: Reward, text: str, sample: Sample) -> tuple[float, bool]:
-    """(score, ok): the reward's float, or (0.0, False) when it raised or returned a non-number."""
+    """(score, ok): the reward's float, or (0.0, False) when it raised or returned a non-number
+    (NaN and infinities included: they would poison every advantage of the batch)."""
     try:
-        return float(reward(text, sample)), True
+        value = float(reward(text, sample))
     except Exception:  # noqa: BLE001 - a reward bug must cost a score of 0, not the run
         return 0.0, False
+    return (value, True) if isfinite(value) else (0.0, False)

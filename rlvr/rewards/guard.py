@@ -47,7 +47,12 @@ class _Worker:
         self.stderr = tempfile.TemporaryFile()  # why a worker died, for the error message
         # this file run as a script (not as rlvr.rewards.guard: the package would import torch); -P: its folder,
         # which holds rewards/math.py, must not shadow the standard library's math on sys.path
-        self.proc = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), target, str(memory_mb)],
+        # the parent's pid, so the worker can tell when it is gone (a parent may itself be pid 1, in a
+        # container); "main": only a worker started from the main thread may ask to die with its
+        # parent's start thread (PR_SET_PDEATHSIG fires when that thread exits, not the process)
+        lives_with = "main" if threading.current_thread() is threading.main_thread() else "thread"
+        self.proc = subprocess.Popen([sys.executable, "-P", os.path.abspath(__file__), target, str(memory_mb),
+                                      str(os.getpid()), lives_with],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, bufsize=0)
         self.buffer = b""
         self.job: int | None = None  # index of the item in flight
@@ -117,10 +122,7 @@ class GuardedPool:
             for w in self.workers:
                 sel.register(w.proc.stdout, selectors.EVENT_READ, w)
             try:
-                for w in self.workers:
-                    if w.job is None and todo:
-                        i = todo.pop()
-                        w.send(i, list(items[i]), self.timeout)
+                self._dispatch(sel, todo, items)
                 while any(w.job is not None for w in self.workers):
                     now = time.monotonic()
                     wait = max(0.0, min(w.deadline for w in self.workers if w.job is not None) - now)
@@ -153,13 +155,27 @@ class GuardedPool:
                                 out[w.job] = (None, "timeout")
                                 self.timeouts += 1
                             self._replace(sel, w)
-                    for w in self.workers:
-                        if w.job is None and todo:
-                            i = todo.pop()
-                            w.send(i, list(items[i]), self.timeout)
+                    self._dispatch(sel, todo, items)
+            except BaseException:  # a worker still busy would answer an item of this call in the next one
+                for w in [w for w in self.workers if w.job is not None]:
+                    w.kill()
+                    self.workers.remove(w)
+                raise
             finally:
                 sel.close()
             return out  # type: ignore[return-value]
+
+    def _dispatch(self, sel, todo: list[int], items: list[tuple]) -> None:
+        """Give every idle worker the next item. A worker whose pipe is broken (it died between
+        calls) is replaced, and the item goes to the queue again."""
+        for w in list(self.workers):
+            if w.job is None and todo:
+                i = todo.pop()
+                try:
+                    w.send(i, list(items[i]), self.timeout)
+                except OSError:  # BrokenPipeError: the worker is gone
+                    todo.append(i)
+                    self._replace(sel, w)
 
     def _replace(self, sel, w: _Worker) -> None:
         sel.unregister(w.proc.stdout)
@@ -175,16 +191,24 @@ class GuardedPool:
         self.workers = []
 
 
-def _serve(target: str, memory_mb: int) -> None:
+def _serve(target: str, memory_mb: int, parent: int | None = None, lives_with: str = "thread") -> None:
     import resource
 
-    if sys.platform.startswith("linux"):  # die with the parent, even when it is killed (OOM killer, torchrun)
-        import ctypes
-        import signal
+    if parent is not None:
+        if lives_with == "main" and sys.platform.startswith("linux"):  # die with the parent even mid-computation
+            import ctypes
+            import signal
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent is already gone
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent is already gone (reparented)
             return
+
+        def watch() -> None:  # otherwise: an orphan ends at once, even when no input is coming
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     module, fn = _load(target)
@@ -205,4 +229,5 @@ def _serve(target: str, memory_mb: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4096)
+    _serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 4096,
+           int(sys.argv[3]) if len(sys.argv) > 3 else None, sys.argv[4] if len(sys.argv) > 4 else "thread")

@@ -48,10 +48,18 @@ def _fast(gold: str, answer: str) -> bool | None:
     return None
 
 
+class Verdicts(list):
+    """verify_batch's booleans, with `failures`: checks that timed out or raised in a worker (each
+    scored False). rlvr.rewards.score_many counts them with the reward errors."""
+
+    failures: int = 0
+
+
 def verify_batch(items: list[tuple[str, str] | tuple[str, str, str | None]], mode: str = "strict",
-                 workers: int = 2, timeout: float = 5.0) -> list[bool]:
+                 workers: int = 2, timeout: float = 5.0) -> Verdicts:
     """For each (gold, response[, problem]): is the response's final answer correct? Checks that
-    need algebra run in `workers` processes, each with a hard `timeout` (a timeout scores False)."""
+    need algebra run in `workers` processes, each with a hard `timeout` (a timeout scores False,
+    and is counted in the result's `failures`)."""
     out: list[bool | None] = []
     pending, args = [], []
     for item in items:
@@ -66,10 +74,14 @@ def verify_batch(items: list[tuple[str, str] | tuple[str, str, str | None]], mod
         if quick is None:
             pending.append(len(out) - 1)
             args.append((gold, answer, problem))
+    failures = 0
     if args:
-        for i, (value, _error) in zip(pending, _pool(workers, timeout).map(args)):
+        for i, (value, error) in zip(pending, _pool(workers, timeout).map(args)):
             out[i] = bool(value)
-    return [bool(x) for x in out]
+            failures += error is not None
+    verdicts = Verdicts(bool(x) for x in out)
+    verdicts.failures = failures
+    return verdicts
 
 
 def verify(gold: str, response: str, problem: str | None = None, mode: str = "strict", timeout: float = 5.0) -> bool:
@@ -106,12 +118,15 @@ def math_lenient_reward(completion: str, sample: Sample) -> float:
     return float(verify(sample.answer, completion, sample.prompt, mode="lenient"))
 
 
-def _math_reward_batch(completions: list[str], samples: list[Sample], workers: int = 2) -> list[float]:
-    """The `math` reward for many completions at once, the algebra spread over worker processes."""
-    return [float(v) for v in verify_batch([(s.answer, c, s.prompt) for c, s in zip(completions, samples)],
-                                           workers=workers)]
+def _math_reward_batch(completions: list[str], samples: list[Sample], workers: int = 2,
+                       mode: str = "strict") -> Verdicts:
+    """The `math` reward for many completions at once, the algebra spread over worker processes;
+    its `failures` (timeouts, worker errors) reach the run's reward_errors."""
+    verdicts = verify_batch([(s.answer, c, s.prompt) for c, s in zip(completions, samples)], mode, workers=workers)
+    scores = Verdicts(float(v) for v in verdicts)
+    scores.failures = verdicts.failures
+    return scores
 
 
 math_reward.batch = _math_reward_batch  # rlvr.rewards.score_many uses it when a reward has one
-math_lenient_reward.batch = lambda completions, samples: [  # noqa: E731
-    float(v) for v in verify_batch([(s.answer, c, s.prompt) for c, s in zip(completions, samples)], mode="lenient")]
+math_lenient_reward.batch = lambda completions, samples: _math_reward_batch(completions, samples, mode="lenient")  # noqa: E731

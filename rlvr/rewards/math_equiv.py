@@ -394,7 +394,9 @@ def _parse(s: str):
     from latex2sympy2_extended.latex2sympy2 import NormalizationConfig
     from latex2sympy2_extended.math_normalization import normalize_latex
 
-    config = NormalizationConfig(basic_latex=True, units=True, malformed_operators=True, nits=True, boxed="none",
+    # units=False: math-verify's unit removal drops any trailing letter or two as a unit (5t -> 5,
+    # \pi r^2 h -> \pi r^2); _clean has already removed the real units, by name
+    config = NormalizationConfig(basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="none",
                                  equations=False)
     return latex2sympy(normalize_latex(_decimals_exact(_repeating(s)), config))
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rlvr.config import TaskConfig
-from rlvr.rewards.math_extract import _boxes
+from rlvr.rewards.math_extract import extract_answer
 from rlvr.tasks import TaskData
 from rlvr.types import Sample
 
@@ -227,8 +227,10 @@ def boxed_answer(solution: str) -> str | None:
     >>> boxed_answer(r"so $x = \\boxed{\\frac{1}{2}}$, not \\boxed{3} ... hence $\\boxed{\\frac{\\sqrt{2}}{2}}$.")
     '\\\\frac{\\\\sqrt{2}}{2}'
     """
-    boxes = [b for b in _boxes(solution) if b[2] is not None]  # \boxed{..}, \fbox{..}, and "\boxed 5"
-    got = boxes[-1][2] if boxes else None
+    # read as a response's answer is read (rewards.math_extract), so a worked solution scores as
+    # correct against its own gold: the last box, or the boxes joined by "and" / "," at the end as
+    # one list; boxes joined by "or" (a hedge in a response) give no gold, and the record is skipped
+    got = extract_answer(solution)
     return got.strip() if got is not None and got.strip() else None
 
 

@@ -4,9 +4,11 @@ and some of the `False` rows wrong (false accepts); see rlvr/rewards/math.py."""
 
 import json
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -248,6 +250,53 @@ def test_guard_survives_dying_workers_and_fails_fast_when_none_can_start():
         GuardedPool("os:getpid", timeout=0)
 
 
+def test_a_pool_started_in_a_thread_that_ended_still_answers():
+    """PR_SET_PDEATHSIG fires when the *thread* that started a worker exits: workers started off
+    the main thread do not ask for it (they watch their parent's pid instead), so a pool made in a
+    short-lived thread keeps working from the main thread."""
+    from rlvr.rewards.guard import GuardedPool
+
+    box_ = {}
+    t = threading.Thread(target=lambda: box_.update(pool=GuardedPool("os:getpid", timeout=30),
+                                                    first=None) or box_.update(first=box_["pool"].map([()])))
+    t.start()
+    t.join(timeout=60)
+    pool = box_["pool"]
+    time.sleep(0.5)  # the starting thread is gone
+    (pid, error), = pool.map([()])
+    assert error is None and pid == box_["first"][0][0]  # the same worker answered: it was not killed
+    pool.close()
+
+
+def test_a_worker_whose_parent_is_gone_exits():
+    """A worker checks that its parent is the process that started it (not merely pid 1, which
+    a trainer in a container is): started with another parent pid it exits at once."""
+    import subprocess
+    import sys
+
+    from rlvr.rewards import guard
+
+    done = subprocess.run([sys.executable, "-P", guard.__file__, "os:getpid", "4096", "999999999", "thread"],
+                          input="null\n", capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout == ""  # it answered nothing: it left before serving
+    here = subprocess.run([sys.executable, "-P", guard.__file__, "os:getpid", "4096", str(os.getpid()), "thread"],
+                          input="null\n", capture_output=True, text=True, timeout=30)
+    assert here.stdout.strip() == "[null, null]"  # with the right parent it answers the ping
+
+
+def test_a_map_cut_short_by_an_error_leaves_no_stale_worker():
+    """An item that cannot be sent (not JSON) raises out of map while other workers are busy;
+    their late replies must not land in the next call's results."""
+    from rlvr.rewards.guard import GuardedPool
+
+    pool = GuardedPool("time:sleep", workers=2, timeout=10)
+    with pytest.raises(TypeError):
+        pool.map([(0.5,), (object(),), (0.5,)])
+    assert pool.map([(0,)]) == [(None, None)]
+    assert pool.map([(0,), (0,)]) == [(None, None), (None, None)]
+    pool.close()
+
+
 def test_workers_do_not_import_torch():
     from rlvr.rewards.guard import GuardedPool
 
@@ -258,3 +307,62 @@ def test_workers_do_not_import_torch():
     probe = GuardedPool(f"{Path(math_reward.math_equiv.__file__)}:_torch_loaded", timeout=30)
     assert probe.map([()]) == [(False, None)]
     probe.close()
+
+
+@pytest.mark.parametrize("gold, answer", [
+    (r"\pi r^2", r"\pi r^2 h"),  # a volume for an area
+    ("4", "4ab"), ("x+2", "x+2m"), ("5", "5t"), (r"\frac12", r"\frac12 c"),
+])
+def test_a_trailing_variable_is_not_a_unit(gold, answer):
+    """math-verify's unit removal took any trailing letter or two for a unit and dropped it, so
+    these wrong answers scored 1; real units are removed by name before parsing."""
+    assert verify(gold, box(answer)) is False
+    assert verify(gold, box(gold))
+
+
+def test_units_by_name_still_match():
+    assert verify("5", box(r"5 \text{ cm}")) and verify("5", box("5 cm"))
+    assert verify(r"12\pi", box(r"12\pi \text{ inches per second}"))
+
+
+def test_timeouts_are_counted_as_reward_errors():
+    """A check the worker could not finish scores 0 and is counted (the run's reward_errors),
+    not silently taken for a wrong answer. 9^(9^(9^9)) never finishes in sympy."""
+    from rlvr.rewards import score_many
+    from rlvr.types import Completion
+
+    batch = verify_batch([("1", box("9^{9^{9^{9}}}")), ("2", box("2"))], timeout=1.0)
+    assert list(batch) == [False, True] and batch.failures == 1
+    sample = Sample(prompt="p", answer="1")
+    done = [Completion(box("9^{9^{9^{9}}}"), [1], [0.0], "stop"), Completion(box("1"), [1], [0.0], "stop")]
+    rewards, correct, errors = score_many(resolve("math"), done, [sample, sample])
+    assert rewards == [0.0, 1.0] and correct == [False, True] and errors == 1
+
+
+def nan_reward(completion, sample):
+    return float("nan") if "nan" in completion else float("inf") if "inf" in completion else 1.0
+
+
+def test_a_reward_that_returns_nan_or_inf_scores_0_and_is_counted():
+    from rlvr.rewards import safe_score, score_many
+    from rlvr.types import Completion
+
+    sample = Sample(prompt="p", answer="1")
+    assert safe_score(nan_reward, "nan", sample) == (0.0, False)
+    assert safe_score(nan_reward, "inf", sample) == (0.0, False)
+    done = [Completion(t, [1], [0.0], "stop") for t in ("nan", "inf", "ok")]
+    assert score_many(nan_reward, done, [sample] * 3) == ([0.0, 0.0, 1.0], [False, False, True], 2)
+
+
+def test_a_worked_solution_scores_correct_against_its_own_gold():
+    """The gold of a MATH solution is read as a response is: two boxes joined by "and" are one
+    list answer (not just the last box, which the solution itself would then fail), and boxes
+    joined by "or" give no gold at all (the record is skipped)."""
+    from rlvr.tasks.math_data import boxed_answer
+
+    solution = r"The roots are $\boxed{2}$ and $\boxed{-3}$."
+    gold = boxed_answer(solution)
+    assert gold == "2, -3" and verify(gold, solution)
+    assert not verify(gold, box("-3"))
+    assert boxed_answer(r"so $x=\boxed{2}$ or $x=\boxed{-3}$.") is None
+    assert boxed_answer(r"first \boxed{3}, then more work, finally \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
