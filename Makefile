@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q "$(TORCH)"
+	$(VENV)/bin/pip install -q $(TORCH)  # unquoted: TORCH may carry pip options (--index-url ...)
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 

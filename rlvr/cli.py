@@ -20,7 +20,7 @@ RECIPES = Path(__file__).parent / "recipes"
 
 def recipe_path(name: str) -> Path:
     p = Path(name)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
+    if p.is_file() or p.suffix in (".yaml", ".yml"):  # a folder named like a shipped recipe is not one
         return p
     shipped = RECIPES / f"{name}.yaml"
     if shipped.exists():
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.fn(args)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, KeyError, ImportError) as e:
+    except (ConfigError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a path, a hub id
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -276,6 +276,8 @@ def _coerce(value: Any, kind, source: str, name: str):
     allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     if value is None and type(None) in allowed:
         return None
+    if value is None and str in allowed:  # `eval.by=` (nothing after the =): the empty string
+        return ""
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

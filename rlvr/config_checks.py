@@ -29,6 +29,8 @@ def check(cfg: Config, source: str) -> None:
     need(rl.temperature > 0, "rl.temperature", "must be > 0 for RL sampling (greedy rollouts all agree)")
     need(rl.inner_epochs >= 1, "rl.inner_epochs", "must be >= 1")
     need(rl.lr > 0 and sft.lr > 0, "lr", "must be > 0")
+    need(sft.max_steps >= 1 and sft.eval_every >= 1, "sft.max_steps / sft.eval_every",
+         "must be >= 1 (SFT stops at a plateau its validation checks find, every sft.eval_every steps)")
     need(rl.kl_coef >= 0, "rl.kl_coef", "must be >= 0")
     need(rl.micro_batch_size >= 1 and sft.batch_size >= 1, "batch sizes", "must be >= 1")
     need(rl.clip_ratio_c == 0 or rl.clip_ratio_c > 1, "rl.clip_ratio_c", "must be 0 (off) or > 1, e.g. 3.0")

@@ -42,11 +42,17 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
         print(f"== {out}\n== 1/4 supervised fine-tuning on worked solutions")
-        sft, before = run_sft(sft_cfg)
+        try:
+            sft, before = run_sft(sft_cfg)
+        except BaseException:
+            if not (out / "sft").exists():  # an input error before SFT wrote anything: leave no folder
+                (out / "config.yaml").unlink()  # behind that would refuse the corrected command
+                out.rmdir()
+            raise
     print(f"== 2/4 RL ({cfg.rl.advantage} advantages, {cfg.rl.loss}) on answer-only problems")
     rl_cfg = dataclasses.replace(sft_cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
                                  output_dir=str(out / "rl"))
-    rl = train_rl(rl_cfg, resume=resume)
+    rl = train_rl(rl_cfg, resume=resume and (out / "rl").exists())  # RL may have failed before it began
     print("== 3/4 held-out evaluation of the RL model")
     after = eval_model(rl["checkpoint"], rl_cfg, out / "rl" / "eval")
     print("== 4/4 before / after")

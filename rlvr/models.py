@@ -92,7 +92,8 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
         model, tokenizer = build_embedded(seed)
         model = model.to(torch_dtype)  # e.g. a bf16 KL reference under autocast (train/state.py)
     else:
-        looks_local = name_or_path.startswith(("/", ".", "~")) or os.path.isdir(os.path.dirname(name_or_path) or "#")
+        name_or_path = os.path.expanduser(name_or_path)
+        looks_local = name_or_path.startswith(("/", ".")) or os.path.isdir(os.path.dirname(name_or_path) or "#")
         if looks_local and not os.path.isdir(name_or_path):
             raise FileNotFoundError(
                 f"model.name_or_path={name_or_path!r}: no such folder; give a folder made by save_pretrained, "

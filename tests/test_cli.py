@@ -80,6 +80,36 @@ def test_bad_input_fails_before_training(user_task, tiny_llama_dir, override, me
     assert not (root / "x" / "metrics.jsonl").exists()
 
 
+def test_resume_refuses_an_sft_folder_and_keeps_its_metrics(user_task, tiny_llama_dir):
+    """An SFT run's folder has a config.yaml but no RL checkpoint: --resume must not take it for
+    an RL run stopped early (it would drop the SFT's metrics rows and write RL over them)."""
+    root, recipe = user_task
+    main(["sft", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 's'}"])
+    before = (root / "s" / "metrics.jsonl").read_text()
+    for flags in ([], ["--resume"]):
+        with pytest.raises(SystemExit, match=r"holds an SFT run \(sft\.json\), not an RL run"):
+            main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 's'}", *flags])
+    assert (root / "s" / "metrics.jsonl").read_text() == before
+
+
+def test_an_sft_then_rl_run_with_a_bad_model_leaves_no_folder(user_task):
+    """sft.before_rl (and `rlvr demo`): an input error before SFT wrote anything leaves no folder
+    behind, so the corrected command is not refused as writing over a run."""
+    root, recipe = user_task
+    args = ["train", str(recipe), "sft.before_rl=true", f"output_dir={root / 'p'}"]
+    with pytest.raises(SystemExit, match="no such folder"):
+        main([*args, f"model.name_or_path={root / 'nope'}"])
+    assert not (root / "p").exists()
+
+
+def test_a_folder_named_like_a_recipe_is_not_read_as_one(tmp_path, monkeypatch):
+    from rlvr.cli import RECIPES, recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. `rlvr demo --out demo` made it
+    assert recipe_path("demo") == RECIPES / "demo.yaml"
+
+
 def test_missing_field_names_file_and_line(user_task, tiny_llama_dir):
     root, recipe = user_task
     (root / "train.jsonl").write_text('{"prompt": "1+1", "answer": "2", "solution": "2"}\n{"prompt": "2+2"}\n')

@@ -71,6 +71,13 @@ def test_checks_that_combine_fields():
         load_config(None, ["rollout.vllm_args.enforce_eager=true"])
 
 
+def test_an_empty_override_of_a_string_field_is_the_empty_string():
+    """`rlvr eval --task gsm8k` appends eval.by= (GSM8K has no subject or level)."""
+    assert load_config(None, ["eval.by="]).eval.by == ""
+    with pytest.raises(ConfigError, match="sft.max_steps / sft.eval_every must be >= 1"):
+        load_config(None, ["sft.eval_every=0"])
+
+
 def test_vllm_args_collect_from_a_recipe_and_overrides(tmp_path, monkeypatch):
     """rollout.vllm_args gathers vllm.LLM keywords from a recipe and from overrides alike
     (whether vLLM is installed does not matter to the config: find_spec is told it is)."""

@@ -138,6 +138,11 @@ def _resolve_one(name: str) -> Reward:
     if ":" not in name:
         return REWARDS.get(name)
     module_name, _, attr = name.partition(":")
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:  # the `rlvr` command does not put it there
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

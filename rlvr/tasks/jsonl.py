@@ -13,8 +13,13 @@ RESERVED = ("prompt", "answer", "solution", "id")
 def iter_jsonl(path: Path):
     """(line number, parsed value) for each non-blank line; a malformed line stops with an error
     that names the file and the line."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {n}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                                 "save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -40,6 +45,11 @@ def load_jsonl(path: str | Path, need_solution: bool = False) -> list[Sample]:
             raise ValueError(f"{where}: missing field 'solution'; SFT needs a worked solution on every line")
         if not isinstance(row["prompt"], str) or not row["prompt"].strip():
             raise ValueError(f"{where}: field 'prompt' must be a non-empty string")
+        answer = row["answer"]
+        if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or not str(answer).strip():
+            raise ValueError(f"{where}: field 'answer' must be a non-empty string or a number, got {answer!r}")
+        if row.get("solution") is not None and not isinstance(row["solution"], str):
+            raise ValueError(f"{where}: field 'solution' must be a string (a worked solution ending in the answer)")
         meta = {k: v for k, v in row.items() if k not in RESERVED}
         samples.append(
             Sample(

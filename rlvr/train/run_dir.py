@@ -11,6 +11,10 @@ from rlvr.train import checkpoint
 def prepare_output(root: Path, resume: bool) -> Path | None:
     """The checkpoint to resume from, or None. Refuses to write over an earlier run."""
     last = checkpoint.latest(root)
+    other = _other_phase(root)
+    if other and last is None:  # --resume would write RL over it, and drop its metrics
+        raise FileExistsError(f"{root} holds {other}, not an RL run; train into a new folder with output_dir=... "
+                              f"(model.name_or_path={root / 'model'} starts RL from an SFT run's model)")
     if resume:
         if last is not None:
             return last
@@ -27,6 +31,25 @@ def prepare_output(root: Path, resume: bool) -> Path | None:
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} already exists and is not empty; choose another with output_dir=... "
                               "(rlvr never writes over an earlier run)")
+    return None
+
+
+def _other_phase(root: Path) -> str | None:
+    """What else a folder holds, when it is the output of `rlvr sft` or `rlvr demo` (or a
+    `train` with sft.before_rl), not of an RL run: its name for an error, else None."""
+    if (root / "sft.json").exists():
+        return "an SFT run (sft.json)"
+    if (root / "summary.json").exists() or (root / "sft").is_dir():
+        return "a demo / SFT-then-RL run (its RL is under rl/; continue it with --resume on that recipe)"
+    metrics = root / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            try:
+                phase = json.loads(line).get("phase")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if phase not in (None, "rl"):
+                return f"a run with {phase!r} metrics"
     return None
 
 

@@ -23,11 +23,23 @@ def test_reads_fields_and_metadata(tmp_path):
         ([{"prompt": "x", "answer": "1"}, {"prompt": "y"}], r"t\.jsonl line 2: missing field 'answer'"),
         (["{not json"], r"t\.jsonl line 1: not valid JSON"),
         ([{"prompt": "", "answer": "1"}], r"t\.jsonl line 1: field 'prompt' must be a non-empty string"),
+        # null would become the string "None", which "\boxed{None}" then matches
+        ([{"prompt": "x", "answer": None}], r"t\.jsonl line 1: field 'answer' must be a non-empty string or a number"),
+        ([{"prompt": "x", "answer": ""}], r"t\.jsonl line 1: field 'answer' must be"),
+        ([{"prompt": "x", "answer": True}], r"t\.jsonl line 1: field 'answer' must be"),
+        ([{"prompt": "x", "answer": "1", "solution": 7}], r"t\.jsonl line 1: field 'solution' must be a string"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path, rows, message):
     with pytest.raises(ValueError, match=message):
         load_jsonl(write(tmp_path / "t.jsonl", rows))
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    f = tmp_path / "t.jsonl"
+    f.write_bytes(b'{"prompt": "x", "answer": "1"}\n{"prompt": "caf\xe9", "answer": "2"}\n')  # latin-1
+    with pytest.raises(ValueError, match=r"t\.jsonl line 2: not UTF-8 text .*save the file as UTF-8"):
+        load_jsonl(f)
 
 
 def test_sft_needs_solutions(tmp_path):
@@ -46,3 +58,14 @@ def test_user_reward_by_module_path(tmp_path, monkeypatch):
         resolve("my_rewards:missing")
     with pytest.raises(KeyError, match="unknown reward 'nope'; valid names: exact"):
         resolve("nope")
+
+
+def test_user_reward_from_the_working_folder(tmp_path, monkeypatch):
+    """The installed `rlvr` command does not put the working folder on sys.path (python -m does):
+    a reward module beside the recipe, run from its folder, must still import."""
+    import sys
+
+    (tmp_path / "cwd_rewards.py").write_text("def one(completion, sample):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert resolve("cwd_rewards:one")("x", None) == 1.0
