@@ -156,12 +156,28 @@ def cmd_eval(args) -> None:
         if getattr(args, flag) is not None:
             overrides.append(f"eval.{name}={getattr(args, flag)}")
     recipe = args.recipe
+    if recipe is None and args.task is None:  # a model rlvr trained: the recipe of its run, so it
+        recipe = run_recipe(args.model)        # is scored with the template and task it trained on
+        if recipe is not None:
+            print(f"recipe: {recipe} (the run's own; --recipe overrides it)")
     if recipe is None:  # the book's MATH-500 evaluation for the math tasks, else the demo's
         recipe = "math-qwen3-0.6b" if args.task in ("math", "math500", "gsm8k") else "demo"
         if args.task == "gsm8k" and args.by is None:
             overrides.append("eval.by=")  # GSM8K problems have no subject or level
     cfg = _load(recipe, overrides)
     eval_model(args.model, cfg, Path(args.out) if args.out else None)
+
+
+def run_recipe(model_path: str) -> str | None:
+    """The config.yaml of the run a model folder belongs to: RUN/model (sft), RUN/checkpoints/step-N
+    (train), RUN/sft/model and RUN/rl/checkpoints/step-N (demo); None for anything else."""
+    here = Path(model_path).expanduser()
+    if not here.is_dir():
+        return None
+    for folder in (here, here.parent, here.parent.parent):
+        if (folder / "config.yaml").is_file():
+            return str(folder / "config.yaml")
+    return None
 
 
 def cmd_compare(args) -> None:

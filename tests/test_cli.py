@@ -44,6 +44,11 @@ def test_sft_train_eval_on_a_user_task(user_task, tiny_llama_dir, capsys):
     lines = (root / "ev" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 10 and json.loads(lines[0])["kind"] == "double"
     assert "held-out" in capsys.readouterr().out
+    # without --recipe, a checkpoint of a run is scored with that run's recipe (task, template, eval:)
+    main(["eval", "--model", str(root / "rl" / "checkpoints" / "step-000002"), "--out", str(root / "ev0")])
+    assert f"recipe: {root / 'rl' / 'config.yaml'}" in capsys.readouterr().out
+    own = json.loads((root / "ev0" / "eval.json").read_text())
+    assert own["task"]["name"] == "jsonl" and own["n"] == 10
 
     # the SFT model's eval and the RL run's eval cover the same problems: a paired comparison
     main(["compare", str(root / "sft"), str(root / "rl")])
