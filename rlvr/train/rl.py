@@ -243,6 +243,9 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     root = Path(cfg.output_dir)
     state.check_world(cfg)
     start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
+    if start_from is not None:
+        for change in dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)):
+            log_fn(f"--resume with a changed setting: {change}")
     data = load_task(cfg.task, need=("rl", "heldout"))
     torch.manual_seed(cfg.seed)  # every rank builds the same random weights (LoRA adapters, a critic's head)
     tr = state.build_trainer(cfg, start_from)

@@ -34,6 +34,39 @@ def prepare_output(root: Path, resume: bool) -> Path | None:
     return None
 
 
+# what a run is: resuming with another value would continue a checkpoint of something else
+_IDENTITY = ("model.name_or_path", "model.lora_r", "task.name", "task.train_path", "task.reward", "task.template",
+             "rl.advantage", "rl.loss", "rl.group_size")
+
+
+def check_resume_config(root: Path, cfg) -> list[str]:
+    """Compare the config a resumed run was started with (root/config.yaml) to this one: refuse a
+    change of what the run is (its model, task, reward, algorithm), return the other changes
+    ("rl.steps: 100 -> 200") for the log. rl.steps, budgets and eval settings may change."""
+    import dataclasses
+
+    import yaml
+
+    saved_file = root / "config.yaml"
+    if not saved_file.exists():
+        return []
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "vllm_args" else {f"{prefix}{k}": v})
+        return out
+
+    saved, now = flat(yaml.safe_load(saved_file.read_text()) or {}), flat(dataclasses.asdict(cfg))
+    changed = [k for k in now if k in saved and saved[k] != now[k] and k != "output_dir"]
+    fixed = [k for k in changed if k in _IDENTITY]
+    if fixed:
+        raise ValueError(f"--resume: {saved_file} was started with " + ", ".join(f"{k}={saved[k]!r}" for k in fixed)
+                         + "; this command has " + ", ".join(f"{k}={now[k]!r}" for k in fixed)
+                         + ". A checkpoint continues the run it came from: use the same values, or a new output_dir")
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed]
+
+
 def _other_phase(root: Path) -> str | None:
     """What else a folder holds, when it is the output of `rlvr sft` or `rlvr demo` (or a
     `train` with sft.before_rl), not of an RL run: its name for an error, else None."""

@@ -70,6 +70,9 @@ def test_resume_equals_uninterrupted_run(tiny_llama_dir, tmp_path):
     assert checkpoint.latest(tmp_path / "b").name == "step-000002"
     with pytest.raises(FileExistsError, match="--resume"):
         train_rl(config(tiny_llama_dir, tmp_path / "b"), log_fn=lambda *_: None)
+    with pytest.raises(ValueError, match=r"started with task\.reward='tests.train.test_rl_plumbing:flaky_reward'"):
+        train_rl(config(tiny_llama_dir, tmp_path / "b", task__reward="tests.train.test_recipes:parity_reward"),
+                 resume=True, log_fn=lambda *_: None)  # another reward: not the run the checkpoint continues
     with (tmp_path / "b" / "metrics.jsonl").open("a") as f:
         f.write('{"phase": "rl", "step": 3, "rew')  # a row cut short by a crash mid-write: dropped on resume
     CALLS.update(stop_after=None)
