@@ -65,6 +65,13 @@ def _jsonl(cfg: TaskConfig, need) -> TaskData:
         raise ValueError("task.eval_path is required to evaluate a jsonl task")
     # plateau checks for SFT use a slice of the training file, never the held-out file
     n_val = min(len(train) // 10, 200) if "sft" in need else 0
+    if train and heldout:  # a held-out problem trained on is not held out: its accuracy measures recall
+        seen = {s.prompt.strip() for s in train}
+        leaked = [s for s in heldout if s.prompt.strip() in seen]
+        if leaked:
+            raise ValueError(f"{cfg.eval_path}: {len(leaked)} of its {len(heldout)} problems are also in "
+                             f"{cfg.train_path} (same prompt; e.g. {leaked[0].prompt[:60]!r}): held-out accuracy "
+                             "would count problems the model trained on; remove them from one of the files")
     return TaskData(train[n_val:], train[:n_val], train, heldout, f"jsonl task {cfg.train_path or cfg.eval_path}")
 
 

@@ -69,3 +69,15 @@ def test_user_reward_from_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     assert resolve("cwd_rewards:one")("x", None) == 1.0
+
+
+def test_a_held_out_problem_that_is_also_a_training_problem_is_refused(tmp_path):
+    from rlvr.config import load_config
+    from rlvr.tasks import load_task
+
+    train = write(tmp_path / "train.jsonl", [{"prompt": "1+1", "answer": "2"}, {"prompt": "2+2", "answer": "4"}])
+    test = write(tmp_path / "test.jsonl", [{"prompt": "3+3", "answer": "6"}, {"prompt": " 2+2", "answer": "4"}])
+    cfg = load_config(None, ["task.name=jsonl", f"task.train_path={train}", f"task.eval_path={test}"])
+    with pytest.raises(ValueError, match=r"test\.jsonl: 1 of its 2 problems are also in .*train\.jsonl"):
+        load_task(cfg.task, need=("rl", "heldout"))
+    assert len(load_task(cfg.task, need=("heldout",)).heldout) == 2  # evaluating alone reads only the eval file
