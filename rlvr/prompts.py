@@ -35,10 +35,17 @@ def check_template(name: str) -> None:
         raise ValueError(f"task.template={name!r} is unknown; use one of auto, chat, {', '.join(TEMPLATES)}")
 
 
+def resolve_template(template: str, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The template a prompt is rendered with: "auto" is "chat" when the tokenizer has a chat
+    template, else "plain"; any other name is itself."""
+    if template == "auto":
+        return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    return template
+
+
 def prompt_ids(problem: str, template: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Token ids of the rendered prompt. "auto" uses the chat template when the tokenizer has one."""
-    if template == "auto":
-        template = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    template = resolve_template(template, tokenizer)
     if template == "chat":
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": problem}], add_generation_prompt=True, tokenize=True

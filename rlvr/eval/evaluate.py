@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from rlvr.eval.stats import bootstrap_ci, majority_vote, pass_at_k, wilson_interval
-from rlvr.prompts import prompt_ids
+from rlvr.prompts import prompt_ids, resolve_template
 from rlvr.rewards import Reward, score_many
 from rlvr.rewards.exact import last_boxed
 from rlvr.rollout.hf import SamplingParams
@@ -156,7 +156,8 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
     if temperature == 0 and (k > 1 or seeds > 1):
         raise ValueError("greedy evaluation (temperature 0) is deterministic: use k = 1 and seeds = 1, "
                          "or set eval.temperature > 0 to sample")
-    settings = EvalSettings(k, temperature, top_p, seeds, max_new_tokens, template)
+    # the template as resolved for this tokenizer: two evals saved as "auto" may have prompted differently
+    settings = EvalSettings(k, temperature, top_p, seeds, max_new_tokens, resolve_template(template, tokenizer))
     rows: list | None = [] if samples_path is not None else None
     runs = [_run_seed(engine, tokenizer, samples, reward, settings, seed, batch_size, extract, rows)
             for seed in range(seeds)]

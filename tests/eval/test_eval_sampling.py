@@ -132,3 +132,11 @@ def test_paired_compare_picks_the_test_and_finds_a_real_gain():
     assert greedy.test == "McNemar exact" and greedy.p_value < 1e-6 and greedy.sentence.startswith("B is better")
     sampled = paired_compare(np.vstack([a[0] * 0.75, a[0] * 0.5]), np.vstack([b[0] * 0.75, b[0] * 0.5]))
     assert "permutation" in sampled.test and sampled.p_value < 0.01 and sampled.difference > 0
+
+
+def test_an_auto_template_is_saved_as_the_one_used(setup):
+    """eval.json records the template the prompts were rendered with, not "auto": two evals of
+    models whose tokenizers resolve "auto" differently prompted differently, and compare must see it."""
+    engine, tok, samples = setup
+    res = evaluate(engine, tok, samples[:2], digit_reward, "auto", 8)
+    assert res.settings.template == ("chat" if getattr(tok, "chat_template", None) else "plain")
