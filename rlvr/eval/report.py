@@ -280,18 +280,21 @@ def _plots_html(images: dict[str, bytes]) -> str:
 
 
 def _samples_html(rollouts: list[dict]) -> str:
-    """A few distinct completions of the first and last logged step, correct vs wrong. A task
-    reward is 0/1 and overlong shaping only subtracts, so reward > 0 means correct (or partial
-    credit, for a graded reward of the user's)."""
+    """A few distinct completions of the first and last logged step, correct vs wrong: by the
+    logged `correct` (the task reward alone, >= 1), or, in rollouts.jsonl written before it was
+    logged, by reward > 0 (which a shaping bonus such as format_soft can reach when wrong)."""
     steps = sorted({r["step"] for r in rollouts if is_number(r.get("step"))})
     if not steps:
         return "<h2>Sample completions</h2><p class='skip'>no rollouts.jsonl in this run.</p>"
     out = "<h2>Sample completions</h2>"
     for label, step in dict.fromkeys([("early", steps[0]), ("late", steps[-1])]):
-        for verdict, good in (("correct (reward &gt; 0)", True), ("wrong", False)):
+        for verdict, good in (("correct", True), ("wrong", False)):
             picked = {}
             for r in rollouts:
-                if r.get("step") == step and is_number(r.get("reward")) and (r["reward"] > 0) == good:
+                if r.get("step") != step or not is_number(r.get("reward")):
+                    continue
+                right = r["correct"] if isinstance(r.get("correct"), bool) else r["reward"] > 0
+                if right == good:
                     picked.setdefault((r.get("prompt"), r.get("completion")), r)
             shown = list(picked.values())[:SAMPLES_PER_CELL]
             out += f"<h3>{label} (step {step}), {verdict}: {len(shown)} of {len(picked)} distinct</h3>"

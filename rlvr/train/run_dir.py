@@ -94,7 +94,7 @@ def log_rollouts(path: Path, step: int, scored, group_size: int, n: int = 4) -> 
                 c = scored.completions[i]
                 f.write(json.dumps({"step": step, "prompt": sample.prompt, "answer": sample.answer,
                                     "completion": c.text, "reward": float(scored.rewards[i]),
-                                    "finish_reason": c.finish_reason}) + "\n")
+                                    "correct": bool(scored.correct[i]), "finish_reason": c.finish_reason}) + "\n")
 
 
 def drop_rows_after(path: Path, step: int) -> None:

@@ -83,7 +83,7 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
         batch = batch.select(keep)
     sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
             "ratio_mean": 0.0}
-    ratio_max, ratio_min = 1.0, 1.0
+    ratio_max, ratio_min = float("-inf"), float("inf")  # over the tokens computed: 1.0 need not be among them
     autocast = run_autocast(cfg.model)
     for _, mb in dist_utils.micro_batches(batch, rl.micro_batch_size, model):
         # [b, t] each, float32; the forward under autocast, the loss and backward below outside it

@@ -241,3 +241,14 @@ def test_missing_metrics_is_a_clear_error(tmp_path):
         write_report(tmp_path)
     assert str(tmp_path) in str(e.value) and "rlvr train" in str(e.value)
     assert not (tmp_path / "report").exists()
+
+
+def test_a_sample_with_a_format_bonus_but_a_wrong_answer_is_shown_as_wrong(tmp_path):
+    """rollouts.jsonl logs `correct` (the task reward alone): a wrong answer with a shaping bonus
+    (reward 0.2 from format_soft) is not listed under "correct", as reward > 0 would have it."""
+    wrong = {**rollout(1, "2+2", "<answer>5</answer> formatted but wrong", 0.2), "correct": False}
+    right = {**rollout(1, "2+2", "right \\boxed{4}", 1.2), "correct": True}
+    page = write_report(write_run(tmp_path / "run", healthy_rows(), [wrong, right]), tmp_path / "out").read_text()
+    correct_part, wrong_part = page.split("early (step 1), wrong")
+    assert "right \\boxed{4}" in correct_part and "formatted but wrong" in wrong_part
+    assert "formatted but wrong" not in correct_part

@@ -14,7 +14,7 @@ import torch
 from rlvr.algorithms.losses import rows_with_gradient
 from rlvr.config import load_config
 from rlvr.models import load_policy
-from rlvr.train.update import policy_gradients, update
+from rlvr.train.update import frozen_logprobs, policy_gradients, update
 from rlvr.train.state import make_optimizer
 from tests.train.test_invariance import MODES, assert_same, make_batch
 
@@ -200,3 +200,20 @@ def test_training_with_and_without_the_skip_ends_at_the_same_weights(tiny_llama_
         skipped[skip] = [r["zero_adv_skipped"] for r in rows]
     assert max(skipped[True]) > 0 and max(skipped[False]) == 0
     assert_same(weights[False], weights[True])
+
+
+def test_the_ratio_range_is_over_the_tokens_computed(tiny_llama_dir):
+    """ratio_min / ratio_max are the range over the update's tokens: with every rollout-time
+    logprob 0.1 below the current one, every ratio is e^0.1, and 1.0 (where the range used to
+    start) is not in it."""
+    import math
+
+    cfg = load_config(None, ["rl.micro_batch_size=4", "rl.skip_zero_advantage_rows=false", "model.autocast=off"])
+    model, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+    optimizer, _ = make_optimizer(model, cfg)
+    tr = type("Trainer", (), {"model": model, "optimizer": optimizer})()
+    batch = make_batch(model.config.vocab_size)
+    batch.old_logprobs = frozen_logprobs(model, batch, cfg) - 0.1 * batch.response_mask.float()
+    metrics = update(tr, batch, cfg, on_policy=False)
+    assert metrics["ratio_min"] == pytest.approx(math.exp(0.1), rel=1e-4)
+    assert metrics["ratio_max"] == pytest.approx(math.exp(0.1), rel=1e-4)
