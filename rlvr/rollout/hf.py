@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from rlvr.models import under_autocast
+from rlvr.models import eval_mode, under_autocast
 from rlvr.rollout import fast_decoder
 from rlvr.types import Completion
 
@@ -132,12 +132,8 @@ class HFEngine:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _decode(self, rows: list[list[int]], params: SamplingParams, generator):
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):  # and back to its mode afterwards, also when decoding fails
             yield from self._decode_rows(rows, params, generator)
-        finally:  # also when decoding fails
-            self.model.train(was_training)
 
     def _decode_rows(self, rows: list[list[int]], params: SamplingParams, generator):
         device = self.model.device

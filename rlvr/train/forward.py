@@ -9,7 +9,7 @@ import torch
 
 from rlvr.algorithms.logprobs import (chunk_rows_for, head_token_stats, token_entropy, token_entropy_with_grad,
                                      token_logprobs)
-from rlvr.models import under_autocast
+from rlvr.models import eval_mode, under_autocast
 from rlvr.train import distributed as dist_utils
 from rlvr.types import RolloutBatch
 
@@ -27,13 +27,10 @@ def _fused_parts(model):
     try:
         decoder, head = model.get_decoder(), model.get_output_embeddings()
         if isinstance(head, torch.nn.Linear) and decoder is not None:
-            training = model.training
-            model.eval()
             ids = torch.arange(1, 6, device=model.device)[None] % head.weight.shape[0]
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(model):
                 ref = model(input_ids=ids).logits.float()
                 got = torch.nn.functional.linear(decoder(input_ids=ids).last_hidden_state, head.weight, head.bias).float()
-            model.train(training)
             if torch.allclose(ref, got, rtol=1e-3, atol=1e-3):
                 parts = (decoder, head)
     except (AttributeError, NotImplementedError, TypeError, ValueError):
