@@ -13,7 +13,9 @@ Subtraction writes `a-b` with a borrow (`14-8-0=6` means 4 borrowed ten) and sta
 when the result is negative; multiplication carries the tens of the previous product.
 
 Problems are drawn from seeded generators and the splits are disjoint: a problem's split is a
-hash of its text, so a held-out problem can never be drawn for training, whatever the seeds.
+hash of its canonical text, so a held-out problem can never be drawn for training, whatever the
+seeds. The canonical text puts the operands of `+` and `*` in order, so `7+5` and `5+7` share a
+split: a held-out problem's commutative twin is never trained on either.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ class Problem:
     @property
     def value(self) -> int:
         return {"+": self.a + self.b, "-": self.a - self.b, "*": self.a * self.b}[self.op]
+
+    @property
+    def canonical(self) -> str:
+        """The text with the operands of a commutative operation in order: `7+5` -> `5+7`."""
+        if self.op == "-":
+            return self.text
+        a, b = sorted((self.a, self.b))
+        return f"{a}{self.op}{b}"
 
     @property
     def digits(self) -> int:
@@ -113,8 +123,9 @@ def random_problem(rng: random.Random, min_digits: int, max_digits: int) -> Prob
     return Problem(number(n), number(rng.randint(1, n)), op)
 
 
-def split_of(text: str, heldout_fraction: float = 0.1) -> str:
-    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+def split_of(p: Problem, heldout_fraction: float = 0.1) -> str:
+    """"train" or "heldout", from a hash of the problem's canonical text (commutative twins agree)."""
+    h = int.from_bytes(hashlib.blake2b(p.canonical.encode(), digest_size=8).digest(), "big")
     return "heldout" if (h % 10_000) < heldout_fraction * 10_000 else "train"
 
 
@@ -129,7 +140,7 @@ def make_samples(
         if len(out) == n:
             break
         p = random_problem(rng, min_digits, max_digits)
-        if p.text in seen or split_of(p.text) != split:
+        if p.text in seen or split_of(p) != split:
             continue
         seen.add(p.text)
         out.append(
