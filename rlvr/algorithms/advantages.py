@@ -36,6 +36,9 @@ class AdvantageInputs:
     # sum over every process of a tensor of partial sums (distributed.global_sum), for the batch
     # statistics of reinforce_pp's whitening when this process holds only its share of the batch
     reduce: Callable[[Tensor], Tensor] | None = None
+    # [B] bool: the rows the update will train on, whose tokens alone set reinforce_pp's whitening
+    # statistics (None: every row). A row left out (DAPO's truncated ones) still gets its advantage.
+    whiten_rows: Tensor | None = None
 
 
 ADVANTAGES = Registry("advantage estimator")
@@ -157,33 +160,38 @@ def _returns_to_go(r: Tensor, mask: Tensor, gamma: float) -> Tensor:
     return out
 
 
-def whiten(x: Tensor, mask: Tensor, eps: float = 1e-6, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-6, reduce: Callable[[Tensor], Tensor] | None = None,
+           rows: Tensor | None = None) -> Tensor:
     """x [B] or [B,T] shifted and scaled to mean 0, std 1 over the entries where mask [B] or
     [B,T] is True; 0 elsewhere. PPO implementations whiten GAE advantages over the batch: with
     a critic the advantages need not average 0, and a biased critic would otherwise push every
     sampled token up (or down) at once. `reduce` sums partial sums over processes, so that a
-    process holding part of the batch uses the whole batch's mean and std."""
-    return _whiten(x, mask, eps, reduce)
+    process holding part of the batch uses the whole batch's mean and std. `rows` [B] bool: only
+    those rows' entries set the mean and std (the rows an update trains on; every masked entry
+    is still shifted and scaled)."""
+    return _whiten(x, mask, eps, reduce, rows)
 
 
-def _whiten(x: Tensor, mask: Tensor, eps: float, reduce: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+def _whiten(x: Tensor, mask: Tensor, eps: float, reduce: Callable[[Tensor], Tensor] | None = None,
+            rows: Tensor | None = None) -> Tensor:
     """(x - mean) / (std + eps) over every masked entry of the batch (of all processes, with
-    `reduce`), 0 off-mask. Two passes, mean then centred squares, as the one-pass formula loses
-    precision when the mean is large against the spread."""
+    `reduce`; of `rows` only, when given), 0 off-mask. Two passes, mean then centred squares, as
+    the one-pass formula loses precision when the mean is large against the spread."""
     reduce = reduce or (lambda t: t)
-    n, total = reduce(torch.stack([mask.sum().to(x.dtype), _masked(x, mask).sum()]))  # [], []
+    stats = mask if rows is None else mask & rows.view(-1, *[1] * (mask.dim() - 1))  # [B] or [B,T]
+    n, total = reduce(torch.stack([stats.sum().to(x.dtype), _masked(x, stats).sum()]))  # [], []
     mean = total / n.clamp(min=1)  # []
     centred = _masked(x - mean, mask)  # [B,T]
     # Unbiased std, as in grpo (and verl's masked_whiten); with one token, n - 1 clamps to 1
     # and the single centred value is 0, so the result is 0 rather than NaN.
-    var = reduce(centred.square().sum()) / (n - 1).clamp(min=1)  # []
+    var = reduce(_masked(centred, stats).square().sum()) / (n - 1).clamp(min=1)  # []
     return centred / (var.sqrt() + eps)
 
 
 def _reinforce_pp(inputs: AdvantageInputs, outcome: Tensor, estimator: str) -> Tensor:
     mask = _require(inputs, "response_mask", estimator)  # [B,T]
     r = _token_level_rewards(inputs, outcome, mask)  # [B,T]
-    return _whiten(_returns_to_go(r, mask, inputs.gamma), mask, inputs.eps, inputs.reduce)  # [B,T]
+    return _whiten(_returns_to_go(r, mask, inputs.gamma), mask, inputs.eps, inputs.reduce, inputs.whiten_rows)  # [B,T]
 
 
 @ADVANTAGES.register("reinforce_pp")

@@ -16,6 +16,7 @@ states, detached, so there is no second model in memory and the value loss train
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -37,9 +38,12 @@ class ValueModel(nn.Module):
         if shared:  # the policy itself, not registered: its parameters are not the critic's
             object.__setattr__(self, "lm", lm)
         else:
-            self.lm = lm  # a causal LM; only its decoder (base_model) runs
+            self.lm = lm  # a causal LM; only its decoder (get_decoder) runs
         self.tokenizer = tokenizer  # saved alongside, so the critic folder loads on its own
-        self.head = nn.Linear(lm.config.hidden_size, 1, dtype=lm.dtype, device=lm.device)
+        # in the dtype of the weights that train (float32 adapters over a bf16 LoRA base: lm.dtype
+        # would be bf16, and AdamW on bf16 weights loses small updates)
+        trained = next((q.dtype for q in lm.parameters() if q.requires_grad), lm.dtype)
+        self.head = nn.Linear(lm.config.hidden_size, 1, dtype=trained, device=lm.device)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -52,8 +56,14 @@ class ValueModel(nn.Module):
         read from the hidden state at t-1, like token_logprobs' entry t; entry 0 is 0. The value
         head runs outside autocast, in its own dtype (float32 with mixed precision)."""
         grad = torch.is_grad_enabled() and not self.shared
-        with torch.set_grad_enabled(grad), under_autocast(self.autocast, self.device):
-            hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
+        # get_decoder: the transformer without its LM head, also through a peft wrapper (whose
+        # base_model is the whole LoRA-wrapped causal LM). A shared backbone is the policy, in
+        # whatever mode the policy update left it: its detached features are read without
+        # dropout, as measuring forwards are (the critic's own train()/eval() does not reach it)
+        backbone = self.lm.get_decoder()
+        with (torch.set_grad_enabled(grad), under_autocast(self.autocast, self.device),
+              eval_mode(self.lm) if self.shared else contextlib.nullcontext()):
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B,T,H]
         v = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # [B,T], value after token t
         return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
 

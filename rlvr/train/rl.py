@@ -141,8 +141,11 @@ def build_batch(scored: Scored, pad_id: int) -> RolloutBatch:
                         scored.group_ids.clone())
 
 
-def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
-    """Stage 3 on the full batch: reference logprobs, KL-in-reward, critic values, advantages."""
+def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config, trained: torch.Tensor | None = None) -> None:
+    """Stage 3 on the full batch: reference logprobs, KL-in-reward, critic values, advantages.
+    `trained` [B] bool: the rows the update will see (None: all). Group baselines use every row;
+    batch whitening takes its mean and std from the trained rows alone, so that the advantages
+    trained on have std 1 whatever share of the batch is left out."""
     rl, mask = cfg.rl, batch.response_mask
     if tr.ref_model is not None:
         batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg)
@@ -163,13 +166,13 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config) -> None:
         rewards = rewards + token_rewards.sum(-1)
     inputs = adv_fns.AdvantageInputs(rewards, batch.group_ids, response_mask=mask, values=batch.old_values,
                                      token_rewards=token_rewards if token_level else None, gamma=rl.gamma, lam=rl.lam,
-                                     reduce=global_sum)  # batch whitening over all ranks' rows
+                                     reduce=global_sum, whiten_rows=trained)  # batch whitening over all ranks' rows
     adv = adv_fns.compute(rl.advantage, inputs)
     if tr.critic is not None:  # the critic regresses on returns from the raw advantages
         batch.returns = adv_fns.returns_from_advantages(adv, batch.old_values, mask)
     if rl.whiten_advantages:
         adv = adv_fns.whiten(adv, mask if adv.dim() == 2 else torch.ones_like(adv, dtype=torch.bool),
-                             reduce=global_sum)
+                             reduce=global_sum, rows=trained)
     batch.advantages = adv
 
 
@@ -194,15 +197,18 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
         "kept_rollouts": len(keep), "sampling_rounds": rounds, "reward_errors": scored.reward_errors,
         "generated_tokens": int(lengths.sum()),
     }
+    updates_policy = tr.critic is None or step >= cfg.critic.warmup_steps
+    metrics["lr"] = tr.scheduler.get_last_lr()[0] if updates_policy else 0.0  # what this step's update uses
     # decided on the global count: a rank whose own share is empty still joins every collective
     if int(global_sum(torch.tensor(len(keep)))) > 0:
         batch = build_batch(scored, tr.tokenizer.pad_token_id).select(order)
-        add_advantages(tr, batch, cfg)
-        batch = batch.select(torch.isin(order, keep).nonzero().squeeze(1))
+        trained = torch.isin(order, keep)  # [B] in the batch's (sorted) order
+        add_advantages(tr, batch, cfg, trained)
+        batch = batch.select(trained.nonzero().squeeze(1))
         if tr.critic is not None:
             for _ in range(cfg.critic.epochs):  # the value loss is fit more tightly than one step allows
                 metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
-        if step >= cfg.critic.warmup_steps or tr.critic is None:
+        if updates_policy:
             tr.model.train()
             for epoch in range(cfg.rl.inner_epochs):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
@@ -211,13 +217,13 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
             if dist_utils.is_sharded(tr.model) and tr.engine.model is not tr.model:  # a whole copy (state.py): refresh it
                 tr.engine.load_weights(dist_utils.full_state_dict(tr.model))
-    # the schedule follows RL steps, updated or not (skipped batch, critic warm-up): it always
-    # reaches its floor at rl.steps
-    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" in a skipped first step
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(cfg.rl.inner_epochs):
-            tr.scheduler.step()
-    metrics["lr"] = tr.scheduler.get_last_lr()[0]
+    # the schedule follows the policy's RL steps, updated or not (a skipped batch), from the end of
+    # the critic's warm-up (state.make_optimizer): it always reaches its floor at rl.steps
+    if updates_policy:
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()" in a skipped first step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(cfg.rl.inner_epochs):
+                tr.scheduler.step()
     t2 = time.perf_counter()
     metrics.update({"time_rollout": t1 - t0, "time_update": t2 - t1, "tokens_per_s": metrics["generated_tokens"] / (t1 - t0)})
     return metrics, scored

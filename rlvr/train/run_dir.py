@@ -36,7 +36,7 @@ def prepare_output(root: Path, resume: bool) -> Path | None:
 
 # what a run is: resuming with another value would continue a checkpoint of something else
 _IDENTITY = ("model.name_or_path", "model.lora_r", "task.name", "task.train_path", "task.reward", "task.template",
-             "rl.advantage", "rl.loss", "rl.group_size")
+             "rl.advantage", "rl.loss", "rl.group_size", "critic.shared")
 
 
 def check_resume_config(root: Path, cfg) -> list[str]:

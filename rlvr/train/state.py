@@ -36,10 +36,18 @@ class Trainer:
     critic_optimizer: torch.optim.Optimizer | None = None
 
 
+def policy_steps(cfg: Config) -> int:
+    """RL steps that update the policy: all of them, less the critic's warm-up (advantage=gae)."""
+    return cfg.rl.steps - (cfg.critic.warmup_steps if cfg.rl.advantage == "gae" else 0)
+
+
 def make_optimizer(model, cfg: Config):
+    """AdamW over the trainable parameters, and its schedule over the policy's updates: its warmup
+    starts at the first policy update, not during the critic's warm-up (when the policy's lr would
+    climb unused and its first step, with fresh moments, would come at nearly the full rate)."""
     rl = cfg.rl
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=rl.lr, weight_decay=rl.weight_decay)
-    total = rl.steps * rl.inner_epochs
+    total = policy_steps(cfg) * rl.inner_epochs
     return opt, cosine_schedule(opt, rl.warmup_steps * rl.inner_epochs, total, rl.min_lr_ratio)
 
 

@@ -107,3 +107,82 @@ def test_explained_variance_of_constant_returns_is_zero_not_rounding_noise():
     # a real spread is still measured: returns = V + noise explains most of Var(R)
     noisy = values + 0.1 * torch.randn(4, 6)
     assert 0.5 < explained_variance(values, noisy, mask) <= 1.0
+
+
+def test_a_shared_critic_on_a_lora_policy(tiny_llama_dir):
+    """critic.shared with model.lora_r: the head reads the decoder under the peft wrapper (whose
+    base_model is the whole causal LM: its output has no last_hidden_state), and the head is
+    float32 like the adapters that train, though the frozen base is bf16."""
+    peft = __import__("pytest").importorskip("peft")
+    model, _ = load_policy(str(tiny_llama_dir), dtype="bfloat16")
+    policy = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    critic = load_critic(str(tiny_llama_dir), policy=policy)
+    assert critic.head.weight.dtype == torch.float32
+    torch.nn.init.normal_(critic.head.weight)
+    batch = make_batch(model.config.vocab_size)
+    values = critic_values(critic, batch, micro_batch_size=4)  # [B, T]
+    assert values[batch.response_mask].abs().min() > 0
+
+
+def test_a_shared_critic_reads_the_policy_without_dropout(tiny_llama_dir):
+    """The shared backbone is the policy, which the update leaves in training mode: with dropout
+    in the policy, V_old (the value-clipping anchor) and the value loss would each draw masks."""
+    policy, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+    for module in policy.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    policy.train()
+    critic = load_critic(str(tiny_llama_dir), policy=policy)
+    torch.nn.init.normal_(critic.head.weight)
+    critic.train()  # as update_critic leaves it
+    ids = torch.randint(3, 40, (2, 12))
+    attn = torch.ones_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(critic(ids, attn), critic(ids, attn), rtol=0, atol=0)
+    assert policy.training  # and the policy is left in its mode
+    with torch.no_grad():  # the dropout is real: the policy's own forward draws masks
+        a, b = policy(ids).logits, policy(ids).logits
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_batch_whitening_uses_only_the_rows_trained_on(tiny_llama_dir):
+    """rl.whiten_advantages with rows left out (uniform groups, truncated rows): the advantages the
+    update sees have mean 0 and std 1 over its own tokens. Whitening over every row counted the
+    left-out rows' tokens too, so the trained advantages' scale moved with the share left out."""
+    cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
+                             "rl.whiten_advantages=true"])
+    tr = _trainer(tiny_llama_dir, cfg, critic=True)
+    tr.ref_model = None
+    batch = make_batch(tr.model.config.vocab_size)
+    batch.rewards = torch.arange(11, dtype=torch.float) / 10
+    trained = torch.tensor([True, False] * 5 + [True])  # [B]
+    add_advantages(tr, batch, cfg, trained)
+    kept = batch.response_mask & trained[:, None]
+    a = batch.advantages[kept]
+    assert abs(a.mean().item()) < 1e-5 and abs(a.std().item() - 1) < 1e-4
+    assert batch.advantages[batch.response_mask & ~trained[:, None]].abs().sum() > 0  # still shifted and scaled
+    # reinforce_pp whitens inside the estimator: the same rule
+    cfg = load_config(None, ["rl.advantage=reinforce_pp", "rl.skip_uniform_groups=false", "rl.micro_batch_size=4"])
+    tr.critic = None
+    add_advantages(tr, batch, cfg, trained)
+    a = batch.advantages[kept]
+    assert abs(a.mean().item()) < 1e-5 and abs(a.std().item() - 1) < 1e-4
+
+
+def test_the_policy_schedule_starts_after_the_critic_warmup(tiny_llama_dir):
+    """PPO with critic.warmup_steps: the policy's lr warmup begins at its first update and the
+    cosine reaches its floor at rl.steps. Stepped through the critic's warm-up, the first policy
+    update (fresh AdamW moments) came at nearly the full rate."""
+    from rlvr.train.state import make_optimizer, policy_steps
+
+    cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.steps=10",
+                             "critic.warmup_steps=4", "rl.warmup_steps=2", "rl.min_lr_ratio=0.1", "rl.lr=1e-3"])
+    model, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+    assert policy_steps(cfg) == 6
+    _, sched = make_optimizer(model, cfg)
+    lrs = []
+    for _ in range(policy_steps(cfg)):
+        lrs.append(sched.get_last_lr()[0])
+        sched.step()
+    assert lrs[0] == 1e-3 / 2 and lrs[1] == 1e-3  # warmup: 1/2, 2/2 of the base
+    assert sched.get_last_lr()[0] == __import__("pytest").approx(1e-4)  # the floor, after the last update

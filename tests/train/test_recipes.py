@@ -49,6 +49,8 @@ def test_recipe_runs_and_uses_its_parts(name, tiny_llama_dir, tmp_path):
     if name == "ppo":  # the critic learned at both steps; the policy only after its warm-up step
         assert all(m["value_loss"] > 0 for m in metrics)
         assert "grad_norm" not in metrics[0] and "grad_norm" in metrics[1]
+        # the lr each step's policy update used: none in the warm-up; then warmup 1 -> the full rate
+        assert metrics[0]["lr"] == 0.0 and metrics[1]["lr"] == cfg.rl.lr
         assert (checkpoint.latest(tmp_path / name) / "critic" / "value_head.pt").exists()
     if name == "dapo":
         assert all(m["sampling_rounds"] >= 1 for m in metrics)

@@ -108,3 +108,19 @@ def test_resume_before_the_first_checkpoint_starts_over_in_place(tiny_llama_dir,
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match="no run under"):
         train_rl(config(tiny_llama_dir, tmp_path / "never"), resume=True, log_fn=lambda *_: None)
+
+
+def test_resume_refuses_a_change_of_what_the_run_is(tmp_path):
+    """--resume compares the saved config.yaml: a change of model, algorithm or critic layout is
+    refused (critic.shared flips what a checkpoint's critic/ folder holds: a head alone, or a
+    whole model), a longer run is logged."""
+    from rlvr.config import save_config
+    from rlvr.train.run_dir import check_resume_config
+
+    save_config(load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false"]), tmp_path / "config.yaml")
+    for change in ("critic.shared=true", "rl.advantage=rloo", "model.name_or_path=elsewhere"):
+        cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", change])
+        with pytest.raises(ValueError, match=change.split("=")[0].replace(".", r"\.")):
+            check_resume_config(tmp_path, cfg)
+    longer = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.steps=300"])
+    assert check_resume_config(tmp_path, longer) == ["rl.steps: 200 -> 300"]
