@@ -81,13 +81,19 @@ def test_gae_stage_gives_returns_for_the_critic(tiny_llama_dir):
     torch.testing.assert_close(batch.returns, torch.where(mask, R, 0.0))
 
 
-def test_whitening_changes_the_advantages_but_not_the_critic_targets(tiny_llama_dir):
+def _whitened_gae(model_dir):
+    """A critic trainer, a batch with spread rewards and the config of whitened GAE advantages."""
     cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
                              "rl.whiten_advantages=true"])
-    tr = _trainer(tiny_llama_dir, cfg, critic=True)
+    tr = _trainer(model_dir, cfg, critic=True)
     tr.ref_model = None
     batch = make_batch(tr.model.config.vocab_size)
     batch.rewards = torch.arange(11, dtype=torch.float) / 10
+    return tr, batch, cfg
+
+
+def test_whitening_changes_the_advantages_but_not_the_critic_targets(tiny_llama_dir):
+    tr, batch, cfg = _whitened_gae(tiny_llama_dir)
     add_advantages(tr, batch, cfg)
     mask = batch.response_mask
     a = batch.advantages[mask]
@@ -149,12 +155,7 @@ def test_batch_whitening_uses_only_the_rows_trained_on(tiny_llama_dir):
     """rl.whiten_advantages with rows left out (uniform groups, truncated rows): the advantages the
     update sees have mean 0 and std 1 over its own tokens. Whitening over every row counted the
     left-out rows' tokens too, so the trained advantages' scale moved with the share left out."""
-    cfg = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
-                             "rl.whiten_advantages=true"])
-    tr = _trainer(tiny_llama_dir, cfg, critic=True)
-    tr.ref_model = None
-    batch = make_batch(tr.model.config.vocab_size)
-    batch.rewards = torch.arange(11, dtype=torch.float) / 10
+    tr, batch, cfg = _whitened_gae(tiny_llama_dir)
     trained = torch.tensor([True, False] * 5 + [True])  # [B]
     add_advantages(tr, batch, cfg, trained)
     kept = batch.response_mask & trained[:, None]
