@@ -102,7 +102,20 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch_dtype)
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     prepare_tokenizer(tokenizer, model)
+    if default_device().type == "cuda":
+        avoid_cudnn_attention()
     return model.to(default_device()), tokenizer
+
+
+def avoid_cudnn_attention() -> None:
+    """Take cuDNN out of scaled_dot_product_attention's backends (process-wide). On H100/H200 its
+    backward returns NaN query gradients when an explicit mask is passed (every padded training
+    micro-batch passes one), the sequence length is 64 mod 128 and a row's logsumexp is below
+    about -88.7 (pytorch/pytorch#196678, a regression from torch 2.11 that torch 2.13 still has;
+    Qwen2.5's attention heads reach it, huggingface/trl#7181). SDPA then picks flash or
+    memory-efficient attention, which compute the same function. distributed.finite_step skips an
+    update whose gradient is not finite all the same."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -1,6 +1,7 @@
 """Rollout engines, one protocol: generate(prompt_ids, n, SamplingParams) -> n Completions per
-prompt, with the logprob each token was sampled with; load_weights(state_dict); close() once
-the run is over.
+prompt, with the logprob each token was sampled with; load_weights(weights), a state dict or
+(name, tensor) pairs (which a sharded policy yields a tensor at a time); close() once the run is
+over.
 
 hf.py decodes with the policy module itself (CPU or GPU, nothing to sync); vllm.py hands
 sampling to an in-process vLLM that keeps its own copy of the weights (`rlvr[vllm]`).

@@ -16,6 +16,7 @@ through its own forward with a DynamicCache. Both give the same tokens and logpr
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +80,9 @@ def _nucleus(logprobs: torch.Tensor, top_p: float) -> torch.Tensor:
     return kept - torch.logsumexp(kept, dim=-1, keepdim=True)
 
 
+STATIC_CHECK_EVERY = 8  # fixed-shape decoding (rollout.cuda_graph) checks for the batch's end every this many steps
+
+
 class HFEngine:
     """generate(prompt_ids, n, params) -> n Completions per prompt. Shares the policy module.
     With `autocast` (bf16; models.resolve_precision) every decoding forward runs under
@@ -99,9 +103,19 @@ class HFEngine:
         self.autocast = autocast
         self.cuda_graph = cuda_graph
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """The engine decodes with the trainer's own module, so updates are already visible."""
-        self.model.load_state_dict(state_dict)
+    def load_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy weights (Hugging Face names) into the decoding module, a tensor at a time. With the
+        trainer's own module nothing needs this (updates are already visible); a decoding copy
+        of a sharded policy is refreshed through it from distributed.iter_full_state, so no
+        whole second copy of the weights exists while it runs. Every entry must be given."""
+        own = self.model.state_dict()
+        missing = set(own)
+        with torch.no_grad():
+            for name, tensor in weights.items() if isinstance(weights, Mapping) else weights:
+                own[name].copy_(tensor)  # casts to the copy's dtype (bf16 under autocast)
+                missing.discard(name)
+        if missing:
+            raise ValueError(f"load_weights: no tensor for {sorted(missing)[:5]} ({len(missing)} in all)")
 
     def close(self) -> None:
         """Nothing to release: the engine holds no memory of its own between rollouts."""
@@ -169,15 +183,22 @@ class HFEngine:
             tokens_out[alive, t] = tok
             logprobs_out[alive, t] = lp
             stop_at = torch.where(torch.isin(tok, eos) & (stop_at == 0), t + 1, stop_at)  # [b]
-            done = stop_at > 0  # [b] rows that ended here or earlier but are still in the batch
-            n_done = int(done.sum())
-            if t == N - 1 or n_done == len(alive):
+            if t == N - 1:
                 break
-            if not static and n_done * 4 >= len(alive):  # drop finished rows once they are a quarter of the batch
-                stop_at_rows[alive] = stop_at
-                idx = (~done).nonzero().squeeze(1)
-                decoder.select(idx)
-                alive, next_pos, tok, stop_at = alive[idx], next_pos[idx], tok[idx], stop_at[idx]
+            # reading how many rows finished waits for the device: a replayed graph would then idle
+            # while the host launches the next sampling kernels. Fixed-shape steps keep finished
+            # rows (their tokens past stop_at are dropped), so they check only every few steps, at
+            # the cost of up to that many steps after the last row finished
+            if not static or t % STATIC_CHECK_EVERY == STATIC_CHECK_EVERY - 1:
+                done = stop_at > 0  # [b] rows that ended here or earlier but are still in the batch
+                n_done = int(done.sum())
+                if n_done == len(alive):
+                    break
+                if not static and n_done * 4 >= len(alive):  # drop finished rows once they are a quarter of the batch
+                    stop_at_rows[alive] = stop_at
+                    idx = (~done).nonzero().squeeze(1)
+                    decoder.select(idx)
+                    alive, next_pos, tok, stop_at = alive[idx], next_pos[idx], tok[idx], stop_at[idx]
             if static and device.type == "cuda":
                 graph = graph or fast_decoder.CudaGraphStep(decoder, tok, next_pos)
                 logits = graph(tok, next_pos)  # [b, V]

@@ -56,7 +56,7 @@ import copy
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 import numpy as np
@@ -148,10 +148,11 @@ class VLLMEngine:
         self._push(self._weights())
         self._sleep()
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Copy `state_dict` (Hugging Face names) into vLLM's model now. generate() does this by
-        itself with the policy's weights whenever they changed; call it for anything else."""
-        self._wake(state_dict.items())
+    def load_weights(self, weights: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copy weights (a state dict or (name, tensor) pairs, Hugging Face names) into vLLM's model
+        now. generate() does this by itself with the policy's weights whenever they changed; call
+        it for anything else."""
+        self._wake(weights.items() if isinstance(weights, Mapping) else weights)
         self._sleep()
 
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
@@ -202,6 +203,8 @@ class VLLMEngine:
         """Weights back, refreshed (with `named`, else the policy's own if they changed), then
         the KV cache: the cache never takes memory while a push is under way."""
         if self.sleep_mode:
+            if torch.cuda.is_available():  # what the update freed is still PyTorch's cached memory,
+                torch.cuda.empty_cache()  # which vLLM's own allocator cannot take
             self.llm.wake_up(tags=["weights"])
         if named is None and self._versions() != self._pushed:
             named = self._weights()

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from rlvr.algorithms.losses import value_loss
 from rlvr.models import eval_mode, under_autocast
-from rlvr.train.distributed import global_sum, micro_batches, sum_gradients
+from rlvr.train.distributed import finite_step, global_sum, micro_batches, sum_gradients
 from rlvr.types import RolloutBatch
 
 HEAD = "value_head.pt"
@@ -135,8 +135,8 @@ def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> di
         clipped += was_clipped.sum().item()
     sum_gradients(critic.parameters())
     grad_norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.critic.grad_clip)
-    optimizer.step()
-    return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm), "critic_grad_norm": float(grad_norm),
+    return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm),
+            **finite_step(optimizer, grad_norm, "critic_grad_norm"),
             "value_explained_var": explained_variance(batch.old_values, batch.returns, batch.response_mask)}
 
 

@@ -14,6 +14,7 @@ a sharded model is a collective, so ranks run the same number of micro-batches (
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 
 import torch
@@ -292,3 +293,18 @@ def check_replicas_equal(model, when: str = "after training") -> None:
     sums = gather_objects(float(total))
     if max(sums) != min(sums):
         raise RuntimeError(f"replicas differ {when}: parameter sums per rank {sums}")
+
+
+def finite_step(optimizer, grad_norm: torch.Tensor, name: str = "grad_norm") -> dict[str, float]:
+    """optimizer.step(), unless the gradient holds an inf or NaN (its norm is then not finite):
+    one such step would turn every weight it touches into NaN for good, so the step is skipped
+    (AdamW's moments and weights stay as they were) and counted in `{name}_nonfinite`. The norm
+    is the same on every rank (after the gradient sum), so all ranks skip together. A NaN
+    gradient can come from a kernel (e.g. cuDNN attention's backward, models.load_policy) or
+    from overflow; a run that logs it at many steps has a real fault to find."""
+    norm = float(grad_norm)
+    if math.isfinite(norm):
+        optimizer.step()
+        return {name: norm}
+    optimizer.zero_grad(set_to_none=True)
+    return {name: norm, f"{name}_nonfinite": 1.0}

@@ -216,7 +216,7 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
                     batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(tr.model, batch, cfg))
                 metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
             if dist_utils.is_sharded(tr.model) and tr.engine.model is not tr.model:  # a whole copy (state.py): refresh it
-                tr.engine.load_weights(dist_utils.full_state_dict(tr.model))
+                tr.engine.load_weights(dist_utils.iter_full_state(tr.model))  # gathered a tensor at a time
     # the schedule follows the policy's RL steps, updated or not (a skipped batch), from the end of
     # the critic's warm-up (state.make_optimizer): it always reaches its floor at rl.steps
     if updates_policy:

@@ -15,7 +15,7 @@ from rlvr.algorithms import kl as kl_fns
 from rlvr.config import Config
 from rlvr.models import eval_mode, run_autocast
 from rlvr.train import distributed as dist_utils
-from rlvr.train.distributed import global_sum, sum_gradients
+from rlvr.train.distributed import finite_step, global_sum, sum_gradients
 from rlvr.train.forward import token_stats
 from rlvr.train.state import Trainer
 from rlvr.types import RolloutBatch
@@ -133,5 +133,5 @@ def update(tr: Trainer, batch: RolloutBatch, cfg: Config, on_policy: bool) -> di
     tr.optimizer.zero_grad(set_to_none=True)
     metrics = policy_gradients(tr.model, batch, cfg, on_policy)
     grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.rl.grad_clip)
-    tr.optimizer.step()
-    return {**metrics, "grad_norm": float(grad_norm)}
+    return {**metrics, **finite_step(tr.optimizer, grad_norm)}
+

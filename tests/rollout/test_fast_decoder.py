@@ -392,3 +392,20 @@ def test_autocast_casts_each_weight_once_per_call_not_per_step(fast, monkeypatch
         casts.append(sum(e.name == "aten::_to_copy" and bool(e.input_shapes) and tuple(e.input_shapes[0]) in weights
                          for e in prof.events()))
     assert casts[0] > 0 and casts[0] == casts[1]
+
+
+def test_engine_load_weights_takes_pairs_a_tensor_at_a_time():
+    # a decoding copy of a sharded policy is refreshed from distributed.iter_full_state's
+    # (name, tensor) pairs, so no whole second state dict is built; a state dict works too, and
+    # a source that leaves a weight out is an error, not a half-refreshed copy
+    model, tokenizer = make_model("qwen3")
+    source, _ = make_model("qwen3")
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01)
+    engine = HFEngine(model, tokenizer, eos_token_ids=[model.config.eos_token_id])
+    engine.load_weights((name, tensor) for name, tensor in source.state_dict().items())
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
+    engine.load_weights(dict(list(source.state_dict().items())))
+    with pytest.raises(ValueError, match="no tensor for"):
+        engine.load_weights(list(source.state_dict().items())[1:])

@@ -124,3 +124,19 @@ def test_resume_refuses_a_change_of_what_the_run_is(tmp_path):
             check_resume_config(tmp_path, cfg)
     longer = load_config(None, ["rl.advantage=gae", "rl.skip_uniform_groups=false", "rl.steps=300"])
     assert check_resume_config(tmp_path, longer) == ["rl.steps: 200 -> 300"]
+
+
+def test_a_nonfinite_gradient_skips_the_optimizer_step():
+    """One NaN in a gradient would make every weight AdamW touches NaN for good: the step is
+    skipped (weights and moments as they were) and counted; the next finite step goes ahead."""
+    from rlvr.train.distributed import finite_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.AdamW([w], lr=0.1)
+    w.grad = torch.tensor([1.0, float("nan"), 0.0])
+    out = finite_step(opt, torch.nn.utils.clip_grad_norm_([w], 1.0))
+    assert out["grad_norm_nonfinite"] == 1.0 and torch.equal(w.detach(), torch.ones(3))
+    assert not opt.state and w.grad is None  # AdamW never saw it
+    w.grad = torch.tensor([1.0, 0.0, 0.0])
+    out = finite_step(opt, torch.nn.utils.clip_grad_norm_([w], 1.0), "critic_grad_norm")
+    assert out == {"critic_grad_norm": 1.0} and w[0] < 1.0
