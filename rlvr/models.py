@@ -107,6 +107,20 @@ def load_policy(name_or_path: str, *, seed: int = 0, dtype: str = "auto"):
     return model.to(default_device()), tokenizer
 
 
+def hold_linears_in(model: PreTrainedModel, dtype: torch.dtype) -> PreTrainedModel:
+    """A frozen float32 model made to compute under autocast exactly what a float32 policy does:
+    the weights of its linear layers (nearly all of it) held in `dtype`, which autocast would cast
+    them to at every matmul anyway, and everything else (embeddings, norms; an output layer tied
+    to the embeddings) kept float32, as the policy's residual stream, norms and RoPE are. Loaded
+    wholly in bf16 instead, the KL reference rounded its residual stream too, so it differed from
+    the very policy it was copied from (KL at step 0 not 0, up to 0.16 a token)."""
+    tied = {id(p) for module in model.modules() if isinstance(module, torch.nn.Embedding) for p in module.parameters()}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and id(module.weight) not in tied:
+            module.to(dtype)
+    return model
+
+
 def avoid_cudnn_attention() -> None:
     """Take cuDNN out of scaled_dot_product_attention's backends (process-wide). On H100/H200 its
     backward returns NaN query gradients when an explicit mask is passed (every padded training

@@ -28,7 +28,11 @@ def _fused_parts(model):
         decoder, head = model.get_decoder(), model.get_output_embeddings()
         if isinstance(head, torch.nn.Linear) and decoder is not None:
             ids = torch.arange(1, 6, device=model.device)[None] % head.weight.shape[0]
-            with torch.no_grad(), eval_mode(model):
+            # a frozen model whose matmul weights are held in bf16 beside float32 norms and
+            # embeddings (models.hold_linears_in) only runs under autocast
+            low = {p.dtype for p in model.parameters()} - {torch.float32}
+            mixed = next(iter(low)) if len(low) == 1 and torch.float32 in {p.dtype for p in model.parameters()} else None
+            with torch.no_grad(), eval_mode(model), under_autocast(mixed, model.device):
                 ref = model(input_ids=ids).logits.float()
                 got = torch.nn.functional.linear(decoder(input_ids=ids).last_hidden_state, head.weight, head.bias).float()
             if torch.allclose(ref, got, rtol=1e-3, atol=1e-3):

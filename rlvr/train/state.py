@@ -59,7 +59,7 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     its own number of steps, which per-layer gathers (collectives) could not follow. rl.py
     refreshes the copy after each update. vLLM holds its own whole copy already, so it is given
     the sharded policy and gathers its weights a tensor at a time when they change."""
-    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, load_policy, run_autocast
+    from rlvr.models import add_lora, enable_checkpointing, eos_token_ids, hold_linears_in, load_policy, run_autocast
     from rlvr.rewards import resolve
 
     reward = resolve(cfg.task.reward)
@@ -67,9 +67,9 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
     fsdp = cfg.model.fsdp and dist_utils.is_distributed()
     m = cfg.model
     autocast = run_autocast(m)  # None: off (a CPU, by default)
-    # weights nothing trains (a LoRA base, the KL reference) have no master copy to keep: under
-    # autocast they are loaded in its dtype, at half the memory, and not cast again at every forward
-    # (autocast caches its casts of trainable weights only)
+    # weights nothing trains have no master copy to keep: under autocast a LoRA base is loaded in
+    # its dtype, at half the memory, and not cast again at every forward (autocast caches its casts
+    # of trainable weights only); the KL reference holds its linear layers in it (hold_linears_in)
     frozen = m.dtype if autocast is None else str(autocast).removeprefix("torch.")
     model, tokenizer = load_policy(str(m.name_or_path if lora else start_from or m.name_or_path),
                                    seed=m.init_seed, dtype=frozen if lora else m.dtype)
@@ -88,7 +88,9 @@ def build_trainer(cfg: Config, start_from: Path | None) -> Trainer:
                          weights=weights)
     tr = Trainer(model, tokenizer, engine, *make_optimizer(model, cfg), reward)
     if cfg.rl.kl_coef > 0 and not lora:  # with LoRA the reference is the policy with its adapters off
-        tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype if fsdp else frozen)
+        tr.ref_model, _ = load_policy(m.name_or_path, seed=m.init_seed, dtype=m.dtype)
+        if autocast is not None and not fsdp:  # (sharded, it computes with bf16 weights as the policy does)
+            hold_linears_in(tr.ref_model, autocast)  # its step-0 logprobs are the policy's, bit for bit
         tr.ref_model.eval().requires_grad_(False)
         if fsdp:
             dist_utils.shard(tr.ref_model, decoder_layers(tr.ref_model), param_dtype=autocast)

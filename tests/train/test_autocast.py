@@ -126,13 +126,20 @@ def test_train_rl_two_steps_end_to_end(tiny_llama_dir, tmp_path):
 
 
 def test_weights_nothing_trains_are_held_in_bf16(tiny_llama_dir):
-    """Under autocast the KL reference and a LoRA base have no master weights to keep: they load
-    in bf16 (half the memory; autocast would otherwise cast them again at every forward, as it
-    caches casts of trainable weights only), while every trained weight stays float32."""
+    """Under autocast the KL reference and a LoRA base have no master weights to keep: a LoRA base
+    loads in bf16, the reference's linear layers too (half the memory; autocast would otherwise
+    cast them again at every forward, as it caches casts of trainable weights only), while every
+    trained weight stays float32. The reference keeps its norms and embeddings in float32, so at
+    step 0 its logprobs are the policy's exactly (a wholly bf16 one differed by up to 4e-3 here)."""
     base = [f"model.name_or_path={tiny_llama_dir}", *BF16]
-    tr = state.build_trainer(load_config(None, [*base, "rl.kl_coef=0.1"]), None)
-    assert {p.dtype for p in tr.ref_model.parameters()} == {torch.bfloat16}
+    cfg = load_config(None, [*base, "rl.kl_coef=0.1", "rl.micro_batch_size=3"])
+    tr = state.build_trainer(cfg, None)
+    linear = {id(p) for m in tr.ref_model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()}
+    assert {p.dtype for p in tr.ref_model.parameters() if id(p) in linear} == {torch.bfloat16}
+    assert {p.dtype for p in tr.ref_model.parameters() if id(p) not in linear} == {torch.float32}
     assert {p.dtype for p in tr.model.parameters()} == {torch.float32}
+    batch = make_batch(tr.model.config.vocab_size)
+    assert torch.equal(frozen_logprobs(tr.ref_model, batch, cfg), frozen_logprobs(tr.model, batch, cfg))
     tr = state.build_trainer(load_config(None, [*base, "model.lora_r=4"]), None)
     assert {p.dtype for p in tr.model.parameters() if p.requires_grad} == {torch.float32}  # the adapters
     assert {p.dtype for p in tr.model.parameters() if not p.requires_grad} == {torch.bfloat16}  # the base
