@@ -13,9 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from rlvr.config import save_config
-
-RECIPES = Path(__file__).parent / "recipes"
+from rlvr.config import RECIPES, ConfigError, save_config
 
 
 def recipe_path(name: str) -> Path:
@@ -34,6 +32,13 @@ def _load(recipe: str, overrides: list[str], **changes):
 
     cfg = load_config(recipe_path(recipe), overrides)
     return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def need_heldout(cfg, why: str) -> None:
+    """A jsonl task is evaluated on task.eval_path only: refuse before training, not after it."""
+    if cfg.task.name == "jsonl" and not cfg.task.eval_path:
+        raise ConfigError(f"task.name=jsonl without task.eval_path: {why}, and a jsonl task's held-out problems are "
+                          "task.eval_path; set it to a JSONL file of problems kept out of training")
 
 
 def check_fresh(path: Path) -> None:
@@ -72,12 +77,15 @@ def run_sft(cfg):
     print(f"task: {data.description}")
     engine = HFEngine(model, tok, eos_token_ids(tok, model), autocast=autocast)
     res = train_sft(model, tok, engine, data.sft_train, data.sft_val, reward, cfg.task.template, cfg.sft,
-                    MetricsLog(out / "metrics.jsonl"), seed=cfg.seed, autocast=autocast)
+                    MetricsLog(out / "metrics.jsonl"), seed=cfg.seed, autocast=autocast,
+                    eval_batch_size=cfg.eval.batch_size)
     print(f"SFT budget: {res.examples} worked solutions, {res.steps} steps ({res.epochs:.1f} epochs), "
           f"{res.seconds:.0f} s; stopped at {res.stopped_because}")
-    print("SFT plateau (validation greedy accuracy by step): "
-          + ", ".join(f"{s}:{100 * a:.1f}%" for s, a in res.curve)
-          + f"; best {100 * res.best_val_accuracy:.1f}% at step {res.best_step}")
+    if res.curve:  # no validation set: no checks
+        print("SFT plateau (validation greedy accuracy by step): "
+              + ", ".join(f"{s}:{100 * a:.1f}%" + (f" ({100 * cut:.0f}% cut)" if cut else "")
+                          for (s, a), cut in zip(res.curve, res.val_truncated))
+              + f"; best {100 * res.best_val_accuracy:.1f}% at step {res.best_step}")
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
     summary = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
@@ -102,6 +110,8 @@ def cmd_train(args) -> dict:
         from rlvr.demo import run_demo
 
         return run_demo(cfg, resume=args.resume)
+    if args.eval:
+        need_heldout(cfg, "`rlvr train` evaluates the model at the end (pass --no-eval to skip that)")
     result = train_rl(cfg, resume=args.resume)
     if args.eval and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 evaluates
         eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
@@ -283,9 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=2, help="verifier processes (default 2)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per check; a timeout scores false")
     p.set_defaults(fn=cmd_verify)
-    args = ap.parse_args(argv)
-    from rlvr.config import ConfigError
-
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in sub.choices:  # overrides may follow options: `rlvr train demo --resume rl.lr=1`
+        # parse_intermixed_args refuses a parser with subparsers, not the subcommand's own parser
+        args = sub.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+    else:
+        args = ap.parse_args(argv)  # no command, or help: argparse's own message
     try:
         args.fn(args)
     except (ConfigError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a path, a hub id

@@ -22,6 +22,9 @@ class ConfigError(ValueError):
     pass
 
 
+RECIPES = Path(__file__).parent / "recipes"  # the shipped recipes: a bare name on the command line or in `base:`
+
+
 # names TRL / verl users type, and ours
 ALIASES = {"learning_rate": "lr", "num_generations": "group_size", "beta": "kl_coef", "epsilon": "clip_low",
            "epsilon_high": "clip_high", "max_completion_length": "max_new_tokens", "max_steps": "steps",
@@ -70,7 +73,7 @@ class TaskConfig:
     template: str = "auto"  # auto | chat | plain | book | r1zero (prompts.py)
     train_path: str | None = None  # training problems (`solution` for SFT); math, gsm8k: .jsonl/.json/.parquet, else hub
     eval_path: str | None = None  # held-out problems; math, math500: the MATH-500 file (math trains on none of it)
-    seed: int = 0  # arithmetic: problem generation; math, gsm8k: which training problems check the SFT plateau
+    seed: int = 0  # arithmetic: problem generation; math, gsm8k, jsonl: which training problems check the SFT plateau
     sft_examples: int = 2000  # arithmetic: worked solutions available to SFT (the scarce data)
     sft_val: int = 300  # arithmetic: problems (disjoint from the above) to detect the SFT plateau
     sft_max_digits: int = 3  # arithmetic: largest operand size of most worked solutions
@@ -87,6 +90,7 @@ class SFTConfig:
     warmup_steps: int = 50
     weight_decay: float = 0.01
     batch_size: int = 64
+    micro_batch_size: int = 0  # rows per forward/backward (0: the whole batch); the gradient does not depend on it
     max_steps: int = 4000  # upper bound; training normally stops at the plateau
     eval_every: int = 100  # steps between plateau checks (greedy accuracy on the validation set)
     patience: int = 4  # stop after this many checks without a new best; the best weights are kept
@@ -198,13 +202,35 @@ class Config:
 
 
 def save_config(cfg: Config, path: Path) -> None:
-    """The resolved recipe, so a run can be repeated exactly: `rlvr train path/config.yaml`."""
+    """The resolved recipe, so a run can be repeated: `rlvr train path/config.yaml output_dir=NEW`
+    (`rlvr sft` for an SFT run's; a new folder, as rlvr never writes over the run the file belongs
+    to). A demo's says sft.before_rl: true, however the demo was started (demo.py)."""
     path.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
-def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A recipe's raw mapping. `base: other.yaml` (a path relative to this recipe) is read first
-    and this recipe's sections are merged over it, field by field."""
+class _Sources:
+    """Where each key of a recipe came from: the file that set it (a `base:` recipe or the one
+    named on the command line) or a command-line override, so an error names the place to fix;
+    and each override's text as typed, for text fields whose value YAML reads as a number."""
+
+    def __init__(self, default: str):
+        self.default = default  # the recipe on the command line, for values no one set
+        self.origins: dict[str, str] = {}  # "rl.lr" -> "recipes/demo.yaml" or "command-line override `rl.lr=1`"
+        self.texts: dict[str, str] = {}  # "output_dir" -> "2024"
+
+    def note(self, mapping: dict, origin: str, prefix: str = "") -> None:
+        for key, value in mapping.items():
+            self.origins[f"{prefix}{key}"] = origin
+            if isinstance(value, dict):
+                self.note(value, origin, f"{prefix}{key}.")
+
+    def of(self, name: str) -> str:
+        return self.origins.get(name, self.default)
+
+
+def _read_recipe(path: Path, sources: _Sources, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A recipe's raw mapping. `base: other.yaml` is read first and this recipe is merged over it
+    (_merge); `sources` learns which file each key came from."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -215,69 +241,117 @@ def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: a recipe is a mapping of sections (model:, task:, rl: ...)")
     base = raw.pop("base", None)
     if base is None:
+        sources.note(raw, str(path))
         return raw
-    base_path = (path.parent / str(base)).resolve()
-    if not base_path.exists():
-        raise ConfigError(f"{path}: base: {base} not found (looked for {base_path}); the path is relative to this recipe")
+    base_path = _base_path(path, str(base))
     if base_path in seen:
         raise ConfigError(f"{path}: base: {base} makes a cycle of recipes")
-    merged = _read_recipe(base_path, (*seen, base_path))
-    for key, value in raw.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
+    merged = _read_recipe(base_path, sources, (*seen, base_path))
+    sources.note(raw, str(path))  # after the base's keys: this recipe's win
+    _merge(merged, raw)
     return merged
 
 
+def _base_path(path: Path, base: str) -> Path:
+    """`base:` is a path relative to the recipe; a bare name that is no file there (demo.yaml, demo)
+    is the shipped recipe of that name, so a recipe in a folder of your own can start from one."""
+    local = (path.parent / base).resolve()
+    if local.is_file():
+        return local
+    shipped = RECIPES / (base if base.endswith((".yaml", ".yml")) else f"{base}.yaml")
+    if Path(base).name == base and shipped.is_file():
+        return shipped.resolve()
+    names = ", ".join(sorted(q.stem for q in RECIPES.glob("*.yaml")))
+    looked = f"{local}" + (f" and {shipped}" if Path(base).name == base else "")
+    raise ConfigError(f"{path}: base: {base} not found (looked for {looked}); give a path relative to this recipe "
+                      f"or the name of a shipped recipe: {names}")
+
+
+def _merge(base: dict, child: dict) -> None:
+    """Merge `child` into `base` in place, mappings key by key at every depth: a child that sets
+    rollout.vllm_args.b keeps the base's rollout.vllm_args.a. A mapping whose entries are all
+    commented out (YAML reads `critic:` alone as null) changes nothing."""
+    for key, value in child.items():
+        if isinstance(base.get(key), dict) and (value is None or isinstance(value, dict)):
+            _merge(base[key], value or {})
+        else:
+            base[key] = value
+
+
+def _apply_override(raw: dict, item: str, sources: _Sources) -> None:
+    """`a.b=value`: the value parsed as YAML, merged into `raw` as one more recipe would be."""
+    key, eq, text = item.partition("=")
+    origin = f"command-line override `{item}`"
+    if not eq or not key:
+        raise ConfigError(f"{origin}: write it as section.field=value, e.g. rl.lr=1e-4")
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        raise ConfigError(f"{origin}: {text!r} is not a YAML value; quote it on the command line, "
+                          f"e.g. {key}='\"{text}\"'") from None
+    node, parts = raw, key.split(".")
+    for n, part in enumerate(parts[:-1]):
+        if node.get(part) is None:  # absent, or a section whose fields are all commented out
+            node[part] = {}
+            sources.origins.setdefault(".".join(parts[: n + 1]), origin)
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"{origin}: {part!r} is not a section")
+    _merge(node, {parts[-1]: value})
+    sources.origins[key] = origin
+    sources.texts = {k: t for k, t in sources.texts.items() if not k.startswith(f"{key}.")}
+    sources.texts[key] = text
+    if isinstance(value, dict):
+        sources.note(value, origin, f"{key}.")
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate."""
-    source = str(path) if path else "<defaults>"
-    raw: dict[str, Any] = _read_recipe(Path(path)) if path else {}
+    """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate. An error names
+    where the value came from: the recipe, a `base:` recipe, or the override."""
+    sources = _Sources(str(path) if path else "<defaults>")
+    raw: dict[str, Any] = _read_recipe(Path(path), sources, (Path(path).resolve(),)) if path else {}
     for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"override {item!r}: write it as section.field=value, e.g. rl.lr=1e-4")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value else None
-    cfg = _build(Config, raw, source, "")
+        _apply_override(raw, item, sources)
+    cfg = _build(Config, raw, sources, "")
     from rlvr.config_checks import check  # it imports this module's types
 
-    check(cfg, source)
+    check(cfg, sources.default, sources.origins)
     return cfg
 
 
-def _build(cls, raw: Any, source: str, prefix: str):
+def _build(cls, raw: Any, sources: _Sources, prefix: str):
+    section = prefix.rstrip(".")
+    if raw is None:  # a section whose fields are all commented out: YAML reads `critic:` alone as null
+        raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'recipe'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"{sources.of(section)}: {section or 'recipe'} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in raw.items():
+        where = sources.of(f"{prefix}{key}")
         if key not in fields:
             close = [ALIASES[key]] if ALIASES.get(key) in fields else difflib.get_close_matches(key, fields, n=1)
             close = close or [ALIASES[a] for a in difflib.get_close_matches(key, ALIASES, n=1) if ALIASES[a] in fields]
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid fields: {', '.join(fields)}"
-            raise ConfigError(f"{source}: unknown field {prefix}{key}{hint}")
+            raise ConfigError(f"{where}: unknown field {prefix}{key}{hint}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, source, f"{prefix}{key}.")
+            kwargs[key] = _build(kind, value, sources, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, kind, source, f"{prefix}{key}")
+            kwargs[key] = _coerce(value, kind, where, f"{prefix}{key}", sources.texts.get(f"{prefix}{key}"))
     return cls(**kwargs)
 
 
-def _coerce(value: Any, kind, source: str, name: str):
+def _coerce(value: Any, kind, source: str, name: str, text: str | None = None):
+    """`value` as a field of type `kind`. `text`: the override's text as typed, if one set it."""
     allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
     if value is None and type(None) in allowed:
         return None
     if value is None and str in allowed:  # `eval.by=` (nothing after the =): the empty string
         return ""
+    if value is None and any(typing.get_origin(t) is dict for t in allowed):  # `vllm_args:`, entries commented out
+        return {}
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -292,5 +366,12 @@ def _coerce(value: Any, kind, source: str, name: str):
             return value
         if typing.get_origin(t) is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
+    if str in allowed and isinstance(value, (int, float)):  # bool is an int: `yes` too
+        if text is not None:  # an override: what was typed is the text (`output_dir=2024`)
+            return text
+        # from a file, YAML's reading may have changed the digits (010 is 8, 1.10 is 1.1): no guessing
+        read = "a boolean" if isinstance(value, bool) else "a number"
+        raise ConfigError(f"{source}: {name} is text, but YAML reads {value!r} as {read}; put the value in quotes "
+                          f"({name.rsplit('.', 1)[-1]}: \"...\")")
     names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
     raise ConfigError(f"{source}: {name} must be {names}, got {value!r}")

@@ -3,6 +3,8 @@ load, before any model, data or training step, with the file, the field and the 
 
 from __future__ import annotations
 
+import re
+
 from rlvr.config import TASKS, TOKEN_LEVEL_ADVANTAGES, Config, ConfigError, ModelConfig, TaskConfig
 
 
@@ -11,16 +13,22 @@ from rlvr.config import TASKS, TOKEN_LEVEL_ADVANTAGES, Config, ConfigError, Mode
 NO_GROUP_BASELINE = ("gae", "reinforce_pp", "reinforce_pp_baseline")
 
 
-def check(cfg: Config, source: str) -> None:
-    """Raise ConfigError, naming `source`, the field and the fix, for a value or a combination
-    of values that cannot run; called by load_config, before anything is loaded or trained."""
+def check(cfg: Config, source: str, origins: dict[str, str] | None = None) -> None:
+    """Raise ConfigError, naming where the value was set, the field and the fix, for a value or a
+    combination of values that cannot run; called by load_config, before anything is loaded or
+    trained. `origins` maps a field ("rl.lr") to the file or override that set it; a field no one
+    set is blamed on `source`, the recipe the command named."""
     from rlvr.algorithms import advantages, aggregation, kl, losses
     from rlvr.prompts import check_template
     from rlvr.rewards import check_reward
 
+    origins = origins or {}
+
     def need(ok: bool, name: str, fix: str) -> None:
         if not ok:
-            raise ConfigError(f"{source}: {name} {fix}")
+            named = re.findall(r"[a-z_]+(?:\.[a-z_0-9]+)+", name)  # the fields the message names
+            where = " and ".join(dict.fromkeys(origins[f] for f in named if f in origins)) or source
+            raise ConfigError(f"{where}: {name} {fix}")
 
     rl, sft, task = cfg.rl, cfg.sft, cfg.task
     need(rl.group_size >= 2, "rl.group_size", "must be >= 2: group-relative advantages compare rollouts")
@@ -44,8 +52,28 @@ def check(cfg: Config, source: str) -> None:
     need(cfg.critic.epochs >= 1, "critic.epochs", "must be >= 1 (critic optimizer steps per rollout batch)")
     need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
     _check_model(cfg, need)
+    need(cfg.model.name_or_path.strip() != "", "model.name_or_path", "is empty; set it to embedded (the built-in "
+         "tiny model), a hub id or a local folder")
+    need(cfg.output_dir.strip() != "", "output_dir", "is empty; set it to the folder the run writes into, e.g. "
+         "output_dir=runs/x")
     need(rl.grad_clip > 0 and cfg.critic.grad_clip > 0, "rl.grad_clip / critic.grad_clip",
          "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
+    # clip_grad_norm_ scales gradients by grad_clip / norm: 0 zeroes them, a negative bound flips them
+    need(sft.grad_clip > 0, "sft.grad_clip",
+         "must be > 0 (a gradient-norm bound; use a large number such as 1e9 to leave gradients unclipped)")
+    for name, ratio in (("rl.min_lr_ratio", rl.min_lr_ratio), ("sft.min_lr_ratio", sft.min_lr_ratio)):
+        need(0 <= ratio <= 1, name, "must be in [0, 1]: the cosine schedule ends at lr * min_lr_ratio (below 0 the "
+             "learning rate turns negative late in the run; 1 keeps it constant)")
+    for name, decay in (("rl.weight_decay", rl.weight_decay), ("sft.weight_decay", sft.weight_decay),
+                        ("critic.weight_decay", cfg.critic.weight_decay)):
+        need(decay >= 0, name, "must be >= 0 (AdamW's decay toward 0; a negative one grows the weights)")
+    for name, budget in (("rl.time_budget_s", rl.time_budget_s), ("sft.time_budget_s", sft.time_budget_s)):
+        need(budget >= 0, name, "must be >= 0 (seconds; 0: no limit)")
+    need(sft.patience >= 1, "sft.patience", "must be >= 1 (plateau checks without a new best before SFT stops; "
+         "0 would stop at the first check)")
+    need(sft.max_new_tokens >= 1, "sft.max_new_tokens", "must be >= 1 (tokens decoded for the plateau checks)")
+    need(sft.micro_batch_size >= 0, "sft.micro_batch_size", "must be >= 0 (rows per forward and backward; 0: the "
+         "whole sft.batch_size)")
     need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
     need(rl.clip_high > 0, "rl.clip_high", "must be > 0: the ratio is kept below 1 + clip_high")
     need(rl.entropy_coef >= 0, "rl.entropy_coef", "must be >= 0 (a bonus for entropy; 0 turns it off)")
@@ -63,12 +91,15 @@ def check(cfg: Config, source: str) -> None:
     need(not (rl.skip_uniform_groups and rl.advantage in NO_GROUP_BASELINE), "rl.skip_uniform_groups",
          f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
          "all equal still has non-zero advantages")
+    _check_kl_combinations(rl, need)
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
                         ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
     _check_rollout(cfg, need)
     ev = cfg.eval
     need(ev.samples >= 1 and ev.seeds >= 1, "eval.samples / eval.seeds", "must be >= 1")
+    need(ev.max_new_tokens >= 1 and ev.batch_size >= 1, "eval.max_new_tokens / eval.batch_size", "must be >= 1")
+    need(ev.limit >= 0, "eval.limit", "must be >= 0 (the first N held-out problems; 0: all of them)")
     need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
     need(ev.temperature > 0 or (ev.samples == 1 and ev.seeds == 1), f"eval.samples={ev.samples} / eval.seeds={ev.seeds}",
          "need eval.temperature > 0: greedy decoding gives the same completion every time")
@@ -81,10 +112,33 @@ def check(cfg: Config, source: str) -> None:
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
     need(1 <= task.sft_max_digits <= task.rl_max_digits, "task.sft_max_digits", "must be in [1, rl_max_digits]")
+    need(0 <= task.sft_long_fraction <= 1, "task.sft_long_fraction", "must be in [0, 1] (a share of the worked "
+         "solutions)")
+    for name in ("sft_examples", "sft_val", "rl_problems", "eval_per_bucket"):
+        need(getattr(task, name) >= 0, f"task.{name}", "must be >= 0 (a number of problems)")
+    need(task.name != "arithmetic" or task.eval_per_bucket >= 1, "task.eval_per_bucket",
+         "must be >= 1 for task.name=arithmetic: every evaluation scores the held-out buckets")
     try:
         check_template(task.template)
     except ValueError as e:
         raise ConfigError(f"{source}: {e}") from None
+
+
+def _check_kl_combinations(rl, need) -> None:
+    """Group filters (skip_uniform_groups, dynamic_sampling) keep a group by the spread of its task
+    rewards. With the KL in the reward, the advantages come from task reward + KL, so a group the
+    filter drops still has non-zero advantages. (With the KL or entropy in the loss, a filter
+    trains those terms on the kept groups only: a choice, as in DAPO, and allowed.)"""
+    for name in ("skip_uniform_groups", "dynamic_sampling"):
+        need(not (getattr(rl, name) and rl.kl_in_reward), f"rl.{name}=true with rl.kl_in_reward=true",
+             "does not combine: groups are kept by the spread of their task rewards, but the advantages come from "
+             f"task reward + KL, so groups with non-zero advantages are dropped; set rl.{name}=false, or put the KL "
+             "in the loss (rl.kl_in_reward=false)")
+    # arXiv 2402.03300 puts GRPO's KL in the loss (eq. 3), never in the reward it normalises
+    need(not (rl.advantage == "grpo" and rl.kl_in_reward), "rl.advantage=grpo with rl.kl_in_reward=true",
+         "does not combine: in a group whose task rewards are all equal the rewards differ only by beta * KL, and "
+         "GRPO divides by that tiny std, so KL noise becomes advantages of unit size whatever rl.kl_coef is; put "
+         "the KL in the loss (rl.kl_in_reward=false) or use rl.advantage=rloo or dr_grpo")
 
 
 def _check_model(cfg: Config, need) -> None:
@@ -116,6 +170,8 @@ def _check_precision(m: ModelConfig, need) -> None:
          "is unknown; use auto (float32), float32, bfloat16 or float16")
     need(m.autocast != "float16", "model.autocast=float16", "is not supported: float16 gradients underflow without "
          "loss scaling, which rlvr does not do; use model.autocast=bfloat16 (GPUs since Ampere) or off")
+    need(m.autocast is not True, "model.autocast=true", "is not a setting (YAML reads a bare on, yes or true as "
+         "true); use auto, off or bfloat16")
     need(m.autocast in AUTOCAST, f"model.autocast={m.autocast!r}", "is unknown; use auto, off or bfloat16")
     need(m.autocast != "bfloat16" or m.dtype in ("auto", "float32"), f"model.autocast=bfloat16 with model.dtype={m.dtype}",
          "does not combine: autocast runs bf16 matmuls over float32 master weights; set model.dtype=auto for mixed "

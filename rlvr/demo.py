@@ -21,12 +21,13 @@ from rlvr.config import Config
 def run_demo(cfg: Config, resume: bool = False) -> dict:
     """SFT -> eval -> RL -> eval -> paired comparison. With `resume`, a finished SFT phase is
     reused (and re-evaluated) and RL continues from its last checkpoint."""
-    from rlvr.cli import check_fresh, eval_model, run_sft
+    from rlvr.cli import check_fresh, eval_model, need_heldout, run_sft
     from rlvr.config import save_config
     from rlvr.eval.compare import paired_compare
     from rlvr.eval.evaluate import format_table
     from rlvr.train.rl import train_rl
 
+    need_heldout(cfg, "SFT then RL (sft.before_rl, rlvr demo) evaluates the model before and after RL")
     t0 = time.perf_counter()
     out = Path(cfg.output_dir)
     sft_cfg = dataclasses.replace(cfg, output_dir=str(out / "sft"), sft=dataclasses.replace(cfg.sft, before_rl=False))
@@ -40,7 +41,9 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     else:
         check_fresh(out)
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+        # this folder is an SFT-then-RL run whatever started it (`rlvr demo` reads demo.yaml, which
+        # does not set sft.before_rl): `rlvr train OUT/config.yaml output_dir=NEW` repeats it
+        save_config(dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, before_rl=True)), out / "config.yaml")
         print(f"== {out}\n== 1/4 supervised fine-tuning on worked solutions")
         try:
             sft, before = run_sft(sft_cfg)

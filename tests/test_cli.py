@@ -107,6 +107,44 @@ def test_an_sft_then_rl_run_with_a_bad_model_leaves_no_folder(user_task):
     assert not (root / "p").exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["sft.before_rl=true"]])
+def test_a_jsonl_task_without_held_out_problems_fails_before_training(user_task, extra):
+    """`rlvr train` (unless --no-eval) and SFT-then-RL evaluate on task.eval_path at the end: say so
+    before anything trains, not after."""
+    root, recipe = user_task
+    recipe.write_text("\n".join(line for line in recipe.read_text().splitlines() if "eval_path" not in line))
+    with pytest.raises(SystemExit, match="task.name=jsonl without task.eval_path: .* set it to a JSONL file"):
+        main(["train", str(recipe), f"output_dir={root / 'z'}", *extra])
+    assert not (root / "z").exists()
+
+
+def test_no_eval_trains_a_jsonl_task_without_held_out_problems(user_task, monkeypatch):
+    import rlvr.train.rl
+
+    root, recipe = user_task
+    recipe.write_text("\n".join(line for line in recipe.read_text().splitlines() if "eval_path" not in line))
+    calls = []
+    monkeypatch.setattr(rlvr.train.rl, "train_rl", lambda cfg, resume: calls.append(resume) or {})
+    main(["train", str(recipe), f"output_dir={root / 'z'}", "--no-eval"])
+    assert calls == [False]
+
+
+def test_overrides_may_follow_options(monkeypatch, tmp_path):
+    """`rlvr train demo --resume rl.lr=1e-4`: the override is the recipe's, not an unknown argument."""
+    import rlvr.train.rl
+
+    seen = []
+    monkeypatch.setattr(rlvr.train.rl, "train_rl", lambda cfg, resume: seen.append((cfg, resume)) or {})
+    main(["train", "demo", "--resume", "rl.lr=1e-4", "--no-eval", f"output_dir={tmp_path / 'r'}", "rl.steps=3"])
+    (cfg, resume), = seen
+    assert resume and cfg.rl.lr == 1e-4 and cfg.rl.steps == 3 and cfg.output_dir == str(tmp_path / "r")
+    with pytest.raises(SystemExit, match="command-line override `rl.group_size=1`: rl.group_size must be >= 2"):
+        main(["train", "demo", "--no-eval", "rl.group_size=1"])
+    with pytest.raises(SystemExit) as e:  # argparse's own errors are unchanged
+        main(["nope"])
+    assert e.value.code == 2
+
+
 def test_a_folder_named_like_a_recipe_is_not_read_as_one(tmp_path, monkeypatch):
     from rlvr.cli import RECIPES, recipe_path
 
@@ -129,6 +167,11 @@ def test_demo_writes_its_summary(tmp_path, capsys):
           "rl.steps=2", "rl.prompts_per_step=4", "rl.max_new_tokens=16", "eval.max_new_tokens=16",
           "sft.max_new_tokens=16"])
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    # OUT/config.yaml repeats the run: SFT first, as here (demo.yaml itself leaves sft.before_rl off)
+    from rlvr.config import load_config
+
+    saved = load_config(tmp_path / "demo" / "config.yaml")
+    assert saved.sft.before_rl and saved.task.sft_examples == 64 and saved.rl.steps == 2
     for side in ("before", "after"):
         assert {"accuracy", "ci95", "n"} <= set(summary[side]) and summary[side]["n"] == 16
         assert set(summary[side]["by_bucket"]) == {"seen", "longer"}

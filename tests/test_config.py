@@ -36,6 +36,32 @@ def test_defaults_and_overrides(tmp_path):
         ("rl.warmup_steps=-2", "rl.warmup_steps / sft.warmup_steps must be >= 0"),
         ("rl.loss=gspo", "set rl.clip_low and rl.clip_high"),
         ("critic.epochs=0", "critic.epochs must be >= 1"),
+        # values that load and then train wrong: clip_grad_norm_ scales by grad_clip / norm (0 zeroes
+        # the gradient, a negative one flips it); a negative min_lr_ratio ends the schedule below 0
+        ("sft.grad_clip=0", "sft.grad_clip must be > 0"),
+        ("sft.grad_clip=-1", "sft.grad_clip must be > 0"),
+        ("sft.min_lr_ratio=-0.5", "sft.min_lr_ratio must be in [0, 1]"),
+        ("rl.min_lr_ratio=1.5", "rl.min_lr_ratio must be in [0, 1]"),
+        ("sft.patience=0", "sft.patience must be >= 1"),
+        ("sft.max_new_tokens=0", "sft.max_new_tokens must be >= 1"),
+        ("sft.weight_decay=-0.01", "sft.weight_decay must be >= 0"),
+        ("rl.weight_decay=-0.01", "rl.weight_decay must be >= 0"),
+        ("critic.weight_decay=-0.01", "critic.weight_decay must be >= 0"),
+        ("sft.time_budget_s=-1", "sft.time_budget_s must be >= 0"),
+        ("rl.time_budget_s=-1", "rl.time_budget_s must be >= 0"),
+        ("task.sft_long_fraction=1.5", "task.sft_long_fraction must be in [0, 1]"),
+        ("task.sft_long_fraction=-0.1", "task.sft_long_fraction must be in [0, 1]"),
+        ("task.sft_examples=-1", "task.sft_examples must be >= 0"),
+        ("task.sft_val=-1", "task.sft_val must be >= 0"),
+        ("task.rl_problems=-1", "task.rl_problems must be >= 0"),
+        ("task.eval_per_bucket=0", "task.eval_per_bucket must be >= 1 for task.name=arithmetic"),
+        ("eval.limit=-1", "eval.limit must be >= 0"),  # heldout[:-1] would quietly drop the last problem
+        ("eval.max_new_tokens=0", "eval.max_new_tokens / eval.batch_size must be >= 1"),
+        ("eval.batch_size=0", "eval.max_new_tokens / eval.batch_size must be >= 1"),
+        ("model.name_or_path=", "model.name_or_path is empty; set it to embedded"),
+        ("output_dir=", "output_dir is empty; set it to the folder the run writes into"),
+        ("model.autocast=on", "model.autocast=true is not a setting (YAML reads a bare on, yes or true as true); "
+                              "use auto, off or bfloat16"),
         # the suite hides GPUs (conftest.py)
         ("rollout.cuda_graph=true", "rollout.cuda_graph=true needs a GPU, and none is visible: set "
                                     "rollout.cuda_graph=false on a CPU"),
@@ -44,6 +70,16 @@ def test_defaults_and_overrides(tmp_path):
 def test_errors_name_the_field_and_the_fix(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
+
+
+def test_limits_that_stay_allowed():
+    """The edges of the new ranges: 0 means "all" / "no limit" / "none" there."""
+    cfg = load_config(None, ["eval.limit=0", "sft.time_budget_s=0", "sft.min_lr_ratio=1", "rl.min_lr_ratio=0",
+                             "task.sft_val=0", "task.sft_long_fraction=1", "sft.weight_decay=0"])
+    assert cfg.eval.limit == 0 and cfg.sft.min_lr_ratio == 1.0
+    # eval_per_bucket counts arithmetic problems only; another task ignores it
+    load_config(None, ["task.name=jsonl", "task.train_path=t.jsonl", "task.eval_path=e.jsonl",
+                       "task.eval_per_bucket=0"])
 
 
 def test_error_names_the_file(tmp_path):
@@ -119,3 +155,130 @@ def test_autocast_off_survives_yaml(tmp_path):
     assert load_config(None, ["model.autocast=off"]).model.autocast == "off"
     for ok in (["model.autocast=bfloat16"], ["model.autocast=bfloat16", "model.dtype=float32"], ["model.dtype=float16"]):
         load_config(None, ok)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # the demo's recipe skips groups with all-equal task rewards; with the KL in the reward their
+        # advantages are not 0
+        (["rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true"],
+         "rl.skip_uniform_groups=true with rl.kl_in_reward=true does not combine: groups are kept by the spread"),
+        (["rl.skip_uniform_groups=false", "rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true",
+          "rl.dynamic_sampling=true"], "rl.dynamic_sampling=true with rl.kl_in_reward=true does not combine: groups "
+                                       "are kept by the spread of their task rewards"),
+        (["rl.skip_uniform_groups=false", "rl.kl_coef=0.1", "rl.kl_in_reward=true"],
+         "rl.advantage=grpo with rl.kl_in_reward=true does not combine: in a group whose task rewards are all equal"),
+    ],
+)
+def test_kl_and_entropy_terms_with_group_filters(overrides, message):
+    from rlvr.cli import RECIPES
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(RECIPES / "demo.yaml", overrides)
+
+
+def test_kl_combinations_that_stay_allowed():
+    for ok in (["rl.skip_uniform_groups=false", "rl.kl_coef=0.1"],  # KL in the loss, every group trains
+               ["rl.kl_coef=0.1", "rl.entropy_coef=0.01"],  # in the loss, on the groups kept (a choice, as in DAPO)
+               ["rl.skip_uniform_groups=false", "rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true"],
+               ["rl.skip_uniform_groups=false", "rl.advantage=dr_grpo", "rl.kl_coef=0.1", "rl.kl_in_reward=true"],
+               ["rl.dynamic_sampling=true"]):  # DAPO: no KL
+        load_config(None, ok)
+
+
+def test_every_shipped_recipe_loads():
+    from rlvr.cli import RECIPES
+
+    names = sorted(p.name for p in RECIPES.glob("*.yaml"))
+    assert len(names) >= 8
+    for name in names:
+        load_config(RECIPES / name)
+
+
+def test_errors_name_where_the_value_was_set(tmp_path):
+    """An override, or a field a `base:` recipe set, is blamed on itself, not on the recipe the
+    command named."""
+    from rlvr.cli import RECIPES
+
+    with pytest.raises(ConfigError, match=re.escape("command-line override `rl.learning_rate=1e-4`: unknown field "
+                                                    "rl.learning_rate; did you mean rl.lr?")):
+        load_config(RECIPES / "demo.yaml", ["rl.learning_rate=1e-4"])
+    with pytest.raises(ConfigError, match=re.escape("command-line override `rl.group_size=1`: rl.group_size must "
+                                                    "be >= 2")):
+        load_config(RECIPES / "demo.yaml", ["rl.group_size=1"])
+    (tmp_path / "base.yaml").write_text("rl:\n  temprature: 0.5\n  group_size: 1\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrl:\n  lr: 1.0e-4\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'base.yaml'}: unknown field rl.temprature")):
+        load_config(tmp_path / "child.yaml")
+    (tmp_path / "base.yaml").write_text("rl:\n  group_size: 1\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'base.yaml'}: rl.group_size must be >= 2")):
+        load_config(tmp_path / "child.yaml")
+    # the child's own value is the child's; a combination names both places
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrl:\n  group_size: 0\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'child.yaml'}: rl.group_size must be >= 2")):
+        load_config(tmp_path / "child.yaml")
+    with pytest.raises(ConfigError, match=re.escape(f"{RECIPES / 'demo.yaml'} and command-line override "
+                                                    "`rl.kl_in_reward=true`: rl.skip_uniform_groups=true")):
+        load_config(RECIPES / "dapo.yaml", ["rl.kl_coef=0.1", "rl.kl_in_reward=true"])  # dapo takes it from demo
+
+
+def test_base_falls_back_to_the_shipped_recipes(tmp_path):
+    """README: a recipe of your own starts from a shipped one with `base: demo.yaml`."""
+    for base in ("demo.yaml", "demo"):
+        (tmp_path / "mine.yaml").write_text(f"base: {base}\nrl:\n  steps: 3\n")
+        cfg = load_config(tmp_path / "mine.yaml")
+        assert cfg.rl.steps == 3 and cfg.rl.prompts_per_step == 64 and cfg.task.sft_long_fraction == 0.15
+    (tmp_path / "demo.yaml").write_text("rl:\n  prompts_per_step: 5\n")  # a file of that name next to it wins
+    assert load_config(tmp_path / "mine.yaml").rl.prompts_per_step == 64  # `demo` names no file here...
+    (tmp_path / "mine.yaml").write_text("base: demo.yaml\n")
+    assert load_config(tmp_path / "mine.yaml").rl.prompts_per_step == 5  # ...`demo.yaml` does
+    (tmp_path / "mine.yaml").write_text("base: nope.yaml\n")
+    with pytest.raises(ConfigError, match=r"base: nope.yaml not found \(looked for .*nope.yaml and "
+                                          r".*recipes/nope.yaml\); give a path relative to this recipe or "
+                                          r"the name of a shipped recipe: dapo, demo"):
+        load_config(tmp_path / "mine.yaml")
+
+
+def test_recipes_merge_at_every_depth_and_empty_sections(tmp_path, monkeypatch):
+    """A child's rollout.vllm_args.b keeps the base's rollout.vllm_args.a; a section whose fields are
+    all commented out (YAML: null) is an empty one, and changes nothing of its base's."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else find_spec(name, *a))
+    (tmp_path / "base.yaml").write_text("rollout:\n  engine: vllm\n  vllm_args: {a: 1, b: 2}\ncritic:\n  lr: 0.5\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrollout:\n  vllm_args: {b: 3}\ncritic:\n#  lr: 0.1\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert cfg.rollout.vllm_args == {"a": 1, "b": 3} and cfg.critic.lr == 0.5
+    (tmp_path / "alone.yaml").write_text("critic:\n#  lr: 0.1\nrollout:\n  vllm_args:\n")
+    cfg = load_config(tmp_path / "alone.yaml", ["critic.epochs=2"])
+    assert cfg.critic.lr == 1e-3 and cfg.critic.epochs == 2 and cfg.rollout.vllm_args == {}
+
+
+def test_text_fields_take_an_override_as_typed(tmp_path):
+    """`output_dir=2024`: YAML reads a number, the field is text, the override's text is kept
+    exactly (010 would read as 8). In a file the digits may already have changed: quote them."""
+    cfg = load_config(None, ["output_dir=2024", "task.eval_path=010", "task.template=plain", "eval.by=1.10"])
+    assert (cfg.output_dir, cfg.task.eval_path, cfg.eval.by) == ("2024", "010", "1.10")
+    (tmp_path / "r.yaml").write_text("output_dir: 2024\n")
+    with pytest.raises(ConfigError, match=re.escape("r.yaml: output_dir is text, but YAML reads 2024 as a number; "
+                                                    "put the value in quotes (output_dir: \"...\")")):
+        load_config(tmp_path / "r.yaml")
+    (tmp_path / "r.yaml").write_text("output_dir: \"2024\"\n")
+    assert load_config(tmp_path / "r.yaml").output_dir == "2024"
+    with pytest.raises(ConfigError, match="rl.steps must be int"):  # a number field still wants a number
+        load_config(None, ["rl.steps=many"])
+
+
+def test_the_readme_override_example_trains_after_sft():
+    """README's override example: a shipped recipe that runs the demo's SFT first (`rlvr train demo`
+    alone is RL from the untrained model, where every reward is 0)."""
+    from pathlib import Path
+
+    from rlvr.cli import recipe_path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = re.search(r"Overrides use dotted names[^`]*`rlvr train ([^`]+)`", readme).group(1).split()
+    cfg = load_config(recipe_path(example[0]), example[1:])
+    assert cfg.sft.before_rl and cfg.rl.lr == 1e-4
