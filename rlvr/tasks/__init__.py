@@ -63,16 +63,25 @@ def _jsonl(cfg: TaskConfig, need) -> TaskData:
     heldout = load_jsonl(cfg.eval_path) if cfg.eval_path and "heldout" in need else []
     if "heldout" in need and not heldout and need == ("heldout",):
         raise ValueError("task.eval_path is required to evaluate a jsonl task")
-    # plateau checks for SFT use a slice of the training file, never the held-out file
-    n_val = min(len(train) // 10, 200) if "sft" in need else 0
     if train and heldout:  # a held-out problem trained on is not held out: its accuracy measures recall
-        seen = {s.prompt.strip() for s in train}
-        leaked = [s for s in heldout if s.prompt.strip() in seen]
+        seen = {problem_key(s.prompt) for s in train}
+        leaked = [s for s in heldout if problem_key(s.prompt) in seen]
         if leaked:
             raise ValueError(f"{cfg.eval_path}: {len(leaked)} of its {len(heldout)} problems are also in "
-                             f"{cfg.train_path} (same prompt; e.g. {leaked[0].prompt[:60]!r}): held-out accuracy "
-                             "would count problems the model trained on; remove them from one of the files")
-    return TaskData(train[n_val:], train[:n_val], train, heldout, f"jsonl task {cfg.train_path or cfg.eval_path}")
+                             f"{cfg.train_path} (same prompt up to whitespace; e.g. {leaked[0].prompt[:60]!r}): "
+                             "held-out accuracy would count problems the model trained on; remove them from one of "
+                             "the files")
+    # plateau checks for SFT use a seeded random slice of the training file, never the held-out
+    # file: its first lines would be one subject or difficulty in a sorted file
+    pool = random.Random(cfg.seed).sample(train, len(train)) if "sft" in need else []
+    n_val = min(len(pool) // 10, 200)
+    return TaskData(pool[n_val:], pool[:n_val], train, heldout, f"jsonl task {cfg.train_path or cfg.eval_path}")
+
+
+def problem_key(text: str) -> str:
+    """A problem's text with its whitespace collapsed: the identity that train / held-out overlap
+    checks compare, so a copy that differs only in spaces or line breaks is still the same problem."""
+    return " ".join(text.split())
 
 
 class PromptStream:

@@ -26,7 +26,11 @@ Fields, under the hub's names or ours:
   from `type` when only that is given), `unique_id` (also the Sample id; otherwise
   "<file>:<line>"), `type`, ...
 Every record is checked before training starts; an error names the file, the line (or item,
-or row) and the fix.
+or row) and the fix. One exception: a training record with no single gold answer (a solution
+with no box, or a hedged one, "\\boxed{2} or \\boxed{3}") is skipped, since a whole task should
+not fail to load over one unscorable problem among thousands (MATH has a few); the task's
+description line says how many and where the first was. In a held-out set such a record is an
+error: skipping it would make the evaluation quietly cover fewer problems than the set holds.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any, Iterator
 
 from rlvr.config import TaskConfig
 from rlvr.rewards.math_extract import extract_answer
-from rlvr.tasks import TaskData
+from rlvr.tasks import TaskData, problem_key
 from rlvr.types import Sample
 
 
@@ -87,23 +91,25 @@ def load_math_task(cfg: TaskConfig, need: tuple[str, ...]) -> TaskData:
         heldout = load_problems(cfg.eval_path, MATH500, "task.eval_path")
         return TaskData([], [], [], heldout, f"MATH-500: {len(heldout)} held-out problems")
     if cfg.name == "gsm8k":
-        train = load_problems(cfg.train_path, GSM8K_TRAIN, "task.train_path", "sft" in need) if train_needed else []
+        train, skipped = (load_training_problems(cfg.train_path, GSM8K_TRAIN, "task.train_path", "sft" in need)
+                          if train_needed else ([], []))
         heldout = load_problems(cfg.eval_path, GSM8K_TEST, "task.eval_path") if "heldout" in need else []
-        desc = f"GSM8K: {len(train)} training problems, {len(heldout)} held-out (test)"
+        notes = _skip_note(skipped)
+        desc = f"GSM8K: {len(train)} training problems{f' ({notes})' if notes else ''}, {len(heldout)} held-out (test)"
     elif cfg.name == "math":
         # MATH-500 is read even when only training problems are wanted: they are removed from them
         math500 = load_problems(cfg.eval_path, MATH500, "task.eval_path")
-        train, dropped = [], 0
+        train, dropped, skipped = [], 0, []
         if train_needed:
-            full = load_problems(cfg.train_path, MATH, "task.train_path", "sft" in need)
+            full, skipped = load_training_problems(cfg.train_path, MATH, "task.train_path", "sft" in need)
             train = drop_overlap(full, math500)
             dropped = len(full) - len(train)
             if not train:
                 raise ValueError(f"{cfg.train_path or MATH.repo}: all {len(full)} training problems are in MATH-500 "
                                  "(task.eval_path), so none is left to train on")
         heldout = math500 if "heldout" in need else []
-        desc = (f"MATH: {len(train)} training problems ({dropped} in MATH-500 removed), "
-                f"{len(math500)} held-out (MATH-500)")
+        notes = "; ".join(n for n in (f"{dropped} in MATH-500 removed", _skip_note(skipped)) if n)
+        desc = f"MATH: {len(train)} training problems ({notes}), {len(math500)} held-out (MATH-500)"
     else:
         raise ValueError(f"task.name={cfg.name!r} is not one of {', '.join(TASKS)}")
     # the SFT plateau checks use a seeded slice of the training problems, never the held-out set
@@ -112,13 +118,46 @@ def load_math_task(cfg: TaskConfig, need: tuple[str, ...]) -> TaskData:
     return TaskData(pool[n_val:], pool[:n_val], train, heldout, desc)
 
 
+class NoGoldAnswer(ValueError):
+    """A record with no single gold answer to score a response against."""
+
+
 def load_problems(path: str | None, hub: Hub, field: str, need_solution: bool = False) -> list[Sample]:
-    """Samples from a local file (when `path` is set) or else from `hub`; every record checked."""
+    """Held-out Samples from a local file (when `path` is set) or else from `hub`; every record
+    checked, and one without a single gold answer is an error (NoGoldAnswer), not left out."""
+    return _load(path, hub, field, need_solution, skip_no_gold=False)[0]
+
+
+def load_training_problems(path: str | None, hub: Hub, field: str,
+                           need_solution: bool = False) -> tuple[list[Sample], list[str]]:
+    """(training Samples, where each skipped record was): as load_problems, but a record without
+    a single gold answer is skipped (reward could never score it) rather than stopping the load."""
+    return _load(path, hub, field, need_solution, skip_no_gold=True)
+
+
+def _load(path: str | None, hub: Hub, field: str, need_solution: bool,
+          skip_no_gold: bool) -> tuple[list[Sample], list[str]]:
     records = read_file(Path(path)) if path else read_hub(hub, field)
-    samples = [to_sample(row, where, default_id, need_solution) for where, default_id, row in records]
+    samples, skipped = [], []
+    for where, default_id, row in records:
+        try:
+            samples.append(to_sample(row, where, default_id, need_solution))
+        except NoGoldAnswer:
+            if not skip_no_gold:
+                raise
+            skipped.append(where)
     if not samples:
-        raise ValueError(f"{path or hub.repo}: no problems in it ({field})")
-    return samples
+        none_scorable = f"; all {len(skipped)} records lack a single gold answer" if skipped else ""
+        raise ValueError(f"{path or hub.repo}: no problems in it ({field}){none_scorable}")
+    return samples, skipped
+
+
+def _skip_note(skipped: list[str]) -> str:
+    """The description's note on skipped training records ("" when none was)."""
+    if not skipped:
+        return ""
+    return (f"{len(skipped)} skipped without a single gold answer (no \\boxed{{}}, or hedged ones), "
+            f"first: {skipped[0]}")
 
 
 def read_file(path: Path) -> Iterator[tuple[str, str, dict]]:
@@ -193,7 +232,12 @@ def to_sample(row: Any, where: str, default_id: str, need_solution: bool = False
         raise ValueError(f"{where}: the problem text must be a non-empty string")
     answer, solution = answer_and_solution(row)
     if answer is None:
-        raise ValueError(f"{where}: no answer: give an `answer` field or a `solution` ending in \\boxed{{...}}")
+        boxed = solution is not None and ("\\boxed" in solution or "\\fbox" in solution)
+        why = (": its solution's \\boxed{...} gives no single answer (empty, unclosed, or hedged as "
+               "\"\\boxed{2} or \\boxed{3}\")" if boxed else "")
+        raise NoGoldAnswer(f"{where}: no answer{why}: give an `answer` field or a `solution` ending in \\boxed{{...}} "
+                           "(a training record without one is skipped; a held-out one is not, so that the evaluation "
+                           "covers every problem of its set)")
     if need_solution and not solution:
         raise ValueError(f"{where}: no `solution`: SFT needs a worked solution for every training problem")
     meta = {k: v for k, v in row.items() if k not in RESERVED and _scalar(v)}
@@ -229,7 +273,8 @@ def boxed_answer(solution: str) -> str | None:
     """
     # read as a response's answer is read (rewards.math_extract), so a worked solution scores as
     # correct against its own gold: the last box, or the boxes joined by "and" / "," at the end as
-    # one list; boxes joined by "or" (a hedge in a response) give no gold, and the record is skipped
+    # one list; boxes joined by "or" (a hedge in a response) give no gold: such a training record
+    # is skipped (load_training_problems), a held-out one refused (load_problems)
     got = extract_answer(solution)
     return got.strip() if got is not None and got.strip() else None
 
@@ -245,10 +290,6 @@ def gsm8k_solution(text: str) -> str:
     "#### 24" line written as \\boxed{24}, the form the book's prompt asks for."""
     reasoning = re.sub(r"<<[^>]*>>", "", text.rpartition("####")[0]).strip()
     return f"{reasoning}\n\\boxed{{{gsm8k_answer(text)}}}"
-
-
-def problem_key(text: str) -> str:
-    return " ".join(text.split())
 
 
 def drop_overlap(train: list[Sample], heldout: list[Sample]) -> list[Sample]:

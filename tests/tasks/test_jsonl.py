@@ -81,3 +81,40 @@ def test_a_held_out_problem_that_is_also_a_training_problem_is_refused(tmp_path)
     with pytest.raises(ValueError, match=r"test\.jsonl: 1 of its 2 problems are also in .*train\.jsonl"):
         load_task(cfg.task, need=("rl", "heldout"))
     assert len(load_task(cfg.task, need=("heldout",)).heldout) == 2  # evaluating alone reads only the eval file
+
+
+def test_a_held_out_problem_differing_only_in_inner_whitespace_is_refused(tmp_path):
+    """The same normalisation as MATH's overlap check (problem_key): spaces and line breaks
+    collapsed, so a copy re-wrapped or re-spaced is still the training problem it copies."""
+    from rlvr.config import load_config
+    from rlvr.tasks import load_task
+
+    train = write(tmp_path / "train.jsonl", [{"prompt": "What is 2 + 2?\nAnswer briefly.", "answer": "4"}])
+    test = write(tmp_path / "test.jsonl", [{"prompt": "What is  2 +\t2? Answer briefly.", "answer": "4"}])
+    cfg = load_config(None, ["task.name=jsonl", f"task.train_path={train}", f"task.eval_path={test}"])
+    with pytest.raises(ValueError, match=r"test\.jsonl: 1 of its 1 problems are also in .*train\.jsonl \(same prompt "
+                                         r"up to whitespace"):
+        load_task(cfg.task, need=("rl", "heldout"))
+
+
+def test_the_sft_validation_slice_is_a_seeded_random_sample(tmp_path):
+    """A file sorted by difficulty: its first tenth as the validation slice would check the
+    plateau on the easiest problems alone, and SFT would never train on them."""
+    from rlvr.config import load_config
+    from rlvr.tasks import load_task
+
+    rows = [{"prompt": f"problem {i}", "answer": str(i), "solution": f"\\boxed{{{i}}}", "level": i // 10}
+            for i in range(100)]
+    train = write(tmp_path / "train.jsonl", rows)
+    slices = []
+    for seed in (0, 1):
+        cfg = load_config(None, ["task.name=jsonl", f"task.train_path={train}", f"task.seed={seed}"])
+        data = load_task(cfg.task, need=("sft",))
+        assert len(data.sft_val) == 10 and len(data.sft_train) == 90
+        assert {s.id for s in data.sft_val} | {s.id for s in data.sft_train} == {s.id for s in data.rl_train}
+        assert len({s.meta["level"] for s in data.sft_val}) > 3  # before: all 10 from level 0
+        assert data.rl_train[0].prompt == "problem 0"  # RL's problems keep the file's order (PromptStream shuffles)
+        slices.append([s.id for s in data.sft_val])
+    assert slices[0] != slices[1]  # task.seed picks it
+    again = load_task(load_config(None, ["task.name=jsonl", f"task.train_path={train}"]).task, need=("sft",))
+    assert [s.id for s in again.sft_val] == slices[0]  # the same seed, the same slice

@@ -236,3 +236,36 @@ def test_config_checks_math_tasks(monkeypatch, tmp_path):
 
 def test_doctests():
     assert doctest.testmod(math_data).failed == 0
+
+
+HEDGED = {"problem": "Solve $x^2=x$.", "solution": "So $x=\\boxed{0}$ or $x=\\boxed{1}$.", "type": "Algebra"}
+UNBOXED = {"problem": "Name a prime.", "solution": "Two is prime.", "type": "Number Theory"}
+
+
+def test_training_records_without_a_single_gold_answer_are_skipped_and_counted(tmp_path):
+    """One hedged or unboxed record among MATH's 12,000 used to stop the whole task from loading."""
+    train = write_jsonl(tmp_path / "train.jsonl", [MATH_ROWS[0], HEDGED, MATH_ROWS[1], UNBOXED])
+    test = write_jsonl(tmp_path / "math500.jsonl", MATH500_ROWS)
+    data = load_task(TaskConfig(name="math", train_path=str(train), eval_path=str(test)), need=("sft", "rl", "heldout"))
+    assert [s.prompt for s in data.rl_train] == [MATH_ROWS[0]["problem"], MATH_ROWS[1]["problem"]]
+    assert len(data.sft_train) + len(data.sft_val) == 2
+    assert (f"MATH: 2 training problems (0 in MATH-500 removed; 2 skipped without a single gold answer "
+            f"(no \\boxed{{}}, or hedged ones), first: {train} line 2), 2 held-out") in data.description
+    gsm = write_jsonl(tmp_path / "g.jsonl", [GSM8K_ROWS[0], {"question": "x", "answer": "reasoning ####  "}])
+    data = load_task(TaskConfig(name="gsm8k", train_path=str(gsm), eval_path=str(gsm)), need=("rl",))
+    assert len(data.rl_train) == 1
+    assert data.description.startswith(f"GSM8K: 1 training problems (1 skipped without a single gold answer "
+                                       f"(no \\boxed{{}}, or hedged ones), first: {gsm} line 2), 0 held-out")
+    nothing = write_jsonl(tmp_path / "bad.jsonl", [HEDGED, UNBOXED])
+    with pytest.raises(ValueError, match=r"bad\.jsonl: no problems in it \(task\.train_path\); all 2 records lack a "
+                                         "single gold answer"):
+        load_task(TaskConfig(name="math", train_path=str(nothing), eval_path=str(test)), need=("rl",))
+
+
+def test_a_held_out_record_without_a_single_gold_answer_is_refused(tmp_path):
+    """Skipped there, it would leave the evaluation quietly short of the set's problems."""
+    test = write_jsonl(tmp_path / "math500.jsonl", [MATH500_ROWS[0], HEDGED])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{test} line 2: no answer: its solution's \\boxed{{...}} gives no single answer (empty, unclosed, or "
+            "hedged as \"\\boxed{2} or \\boxed{3}\"): give an `answer` field") + ".* a held-out one is not"):
+        load_task(TaskConfig(name="math500", eval_path=str(test)), need=("heldout",))
