@@ -27,10 +27,10 @@ def recipe_path(name: str) -> Path:
     raise SystemExit(f"error: no recipe file {name!r}; give a path to a YAML file or one of: {names}")
 
 
-def _load(recipe: str, overrides: list[str], **changes):
+def _load(recipe: str, overrides: list[str], for_eval: bool = False, **changes):
     from rlvr.config import load_config
 
-    cfg = load_config(recipe_path(recipe), overrides)
+    cfg = load_config(recipe_path(recipe), overrides, for_eval=for_eval)
     return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
@@ -83,7 +83,7 @@ def run_sft(cfg):
           f"{res.seconds:.0f} s; stopped at {res.stopped_because}")
     if res.curve:  # no validation set: no checks
         print("SFT plateau (validation greedy accuracy by step): "
-              + ", ".join(f"{s}:{100 * a:.1f}%" + (f" ({100 * cut:.0f}% cut)" if cut else "")
+              + ", ".join(f"{s}:{100 * a:.1f}%" + (f" ({100 * cut:.1f}% cut)" if cut >= 0.0005 else "")
                           for (s, a), cut in zip(res.curve, res.val_truncated))
               + f"; best {100 * res.best_val_accuracy:.1f}% at step {res.best_step}")
     model.save_pretrained(out / "model")
@@ -174,7 +174,7 @@ def cmd_eval(args) -> None:
         recipe = "math-qwen3-0.6b" if args.task in ("math", "math500", "gsm8k") else "demo"
         if args.task == "gsm8k" and args.by is None:
             overrides.append("eval.by=")  # GSM8K problems have no subject or level
-    cfg = _load(recipe, overrides)
+    cfg = _load(recipe, overrides, for_eval=True)
     eval_model(args.model, cfg, Path(args.out) if args.out else None)
 
 

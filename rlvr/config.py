@@ -297,7 +297,10 @@ def _apply_override(raw: dict, item: str, sources: _Sources) -> None:
         node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"{origin}: {part!r} is not a section")
-    _merge(node, {parts[-1]: value})
+    if value is None or value == {}:  # an override sets its field: `rollout.vllm_args={}` clears a recipe's
+        node[parts[-1]] = value
+    else:
+        _merge(node, {parts[-1]: value})
     sources.origins[key] = origin
     sources.texts = {k: t for k, t in sources.texts.items() if not k.startswith(f"{key}.")}
     sources.texts[key] = text
@@ -305,9 +308,10 @@ def _apply_override(raw: dict, item: str, sources: _Sources) -> None:
         sources.note(value, origin, f"{key}.")
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None, overrides: list[str] = (), for_eval: bool = False) -> Config:
     """Read a recipe, apply `a.b=value` overrides (values parsed as YAML), validate. An error names
-    where the value came from: the recipe, a `base:` recipe, or the override."""
+    where the value came from: the recipe, a `base:` recipe, or the override. `for_eval`: the
+    config is read to evaluate a model, so RL option combinations are not checked."""
     sources = _Sources(str(path) if path else "<defaults>")
     raw: dict[str, Any] = _read_recipe(Path(path), sources, (Path(path).resolve(),)) if path else {}
     for item in overrides:
@@ -315,7 +319,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     cfg = _build(Config, raw, sources, "")
     from rlvr.config_checks import check  # it imports this module's types
 
-    check(cfg, sources.default, sources.origins)
+    check(cfg, sources.default, sources.origins, rl_combinations=not for_eval)
     return cfg
 
 
@@ -366,9 +370,9 @@ def _coerce(value: Any, kind, source: str, name: str, text: str | None = None):
             return value
         if typing.get_origin(t) is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
             return dict(value)
+    if str in allowed and text is not None and not isinstance(value, (dict, list)):
+        return text  # an override of a text field: what was typed (`output_dir=2024`, `=2024-06-01`)
     if str in allowed and isinstance(value, (int, float)):  # bool is an int: `yes` too
-        if text is not None:  # an override: what was typed is the text (`output_dir=2024`)
-            return text
         # from a file, YAML's reading may have changed the digits (010 is 8, 1.10 is 1.1): no guessing
         read = "a boolean" if isinstance(value, bool) else "a number"
         raise ConfigError(f"{source}: {name} is text, but YAML reads {value!r} as {read}; put the value in quotes "

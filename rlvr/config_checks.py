@@ -13,11 +13,13 @@ from rlvr.config import TASKS, TOKEN_LEVEL_ADVANTAGES, Config, ConfigError, Mode
 NO_GROUP_BASELINE = ("gae", "reinforce_pp", "reinforce_pp_baseline")
 
 
-def check(cfg: Config, source: str, origins: dict[str, str] | None = None) -> None:
+def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_combinations: bool = True) -> None:
     """Raise ConfigError, naming where the value was set, the field and the fix, for a value or a
     combination of values that cannot run; called by load_config, before anything is loaded or
     trained. `origins` maps a field ("rl.lr") to the file or override that set it; a field no one
-    set is blamed on `source`, the recipe the command named."""
+    set is blamed on `source`, the recipe the command named. `rl_combinations=False` leaves out
+    the refusals of RL option combinations (an evaluation reads a finished run's config.yaml,
+    which an older rlvr may have accepted, and uses none of them)."""
     from rlvr.algorithms import advantages, aggregation, kl, losses
     from rlvr.prompts import check_template
     from rlvr.rewards import check_reward
@@ -91,7 +93,8 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None) -> No
     need(not (rl.skip_uniform_groups and rl.advantage in NO_GROUP_BASELINE), "rl.skip_uniform_groups",
          f"must be false with rl.advantage={rl.advantage}: without a group baseline, a group whose rewards are "
          "all equal still has non-zero advantages")
-    _check_kl_combinations(rl, need)
+    if rl_combinations:
+        _check_kl_combinations(rl, need)
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
                         ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
@@ -110,7 +113,7 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None) -> No
     try:
         check_reward(task.reward)
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{origins.get('task.reward', source)}: {e}") from None
     need(1 <= task.sft_max_digits <= task.rl_max_digits, "task.sft_max_digits", "must be in [1, rl_max_digits]")
     need(0 <= task.sft_long_fraction <= 1, "task.sft_long_fraction", "must be in [0, 1] (a share of the worked "
          "solutions)")
@@ -121,7 +124,7 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None) -> No
     try:
         check_template(task.template)
     except ValueError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{origins.get('task.template', source)}: {e}") from None
 
 
 def _check_kl_combinations(rl, need) -> None:

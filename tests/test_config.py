@@ -269,6 +269,15 @@ def test_text_fields_take_an_override_as_typed(tmp_path):
     assert load_config(tmp_path / "r.yaml").output_dir == "2024"
     with pytest.raises(ConfigError, match="rl.steps must be int"):  # a number field still wants a number
         load_config(None, ["rl.steps=many"])
+    assert load_config(None, ["output_dir=2024-06-01"]).output_dir == "2024-06-01"  # YAML reads a date
+
+
+def test_an_override_clears_a_mapping_a_recipe_filled(tmp_path):
+    """Mappings merge key by key, but an override states its field: `rollout.vllm_args={}` (or
+    nothing after the =) empties what the recipe set, so a vLLM recipe can run with engine=hf."""
+    (tmp_path / "v.yaml").write_text("rollout:\n  engine: vllm\n  vllm_args: {enforce_eager: true}\n")
+    for empty in ("rollout.vllm_args={}", "rollout.vllm_args="):
+        assert load_config(tmp_path / "v.yaml", ["rollout.engine=hf", empty]).rollout.vllm_args == {}
 
 
 def test_the_readme_override_example_trains_after_sft():
@@ -282,3 +291,13 @@ def test_the_readme_override_example_trains_after_sft():
     example = re.search(r"Overrides use dotted names[^`]*`rlvr train ([^`]+)`", readme).group(1).split()
     cfg = load_config(recipe_path(example[0]), example[1:])
     assert cfg.sft.before_rl and cfg.rl.lr == 1e-4
+
+
+def test_an_evaluation_reads_a_config_an_older_rlvr_accepted(tmp_path):
+    """`rlvr eval` scores a run's model with the run's own config.yaml; RL option combinations
+    refused since (here kl_in_reward with skip_uniform_groups) do not matter to an evaluation."""
+    (tmp_path / "config.yaml").write_text("rl:\n  advantage: rloo\n  kl_coef: 0.1\n  kl_in_reward: true\n"
+                                          "  skip_uniform_groups: true\n")
+    with pytest.raises(ConfigError, match="rl.skip_uniform_groups=true with rl.kl_in_reward=true"):
+        load_config(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml", for_eval=True).rl.kl_in_reward

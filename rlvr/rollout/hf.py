@@ -112,6 +112,8 @@ class HFEngine:
         missing = set(own)
         with torch.no_grad():
             for name, tensor in weights.items() if isinstance(weights, Mapping) else weights:
+                if name not in own:
+                    raise ValueError(f"load_weights: {name!r} is not a weight of the decoding model")
                 own[name].copy_(tensor)  # casts to the copy's dtype (bf16 under autocast)
                 missing.discard(name)
         if missing:

@@ -259,7 +259,7 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
     dist_utils.check_replicas_equal(tr.model, "after building the model")
     stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
-    step, elapsed = state.restore(tr, stream, start_from, root, log_fn) if start_from is not None else (0, 0.0)
+    step, elapsed = state.restore(tr, stream, start_from, root, log_fn, cfg) if start_from is not None else (0, 0.0)
     saved = step if start_from is not None else None  # the step the newest checkpoint holds
     if start_from is None and main:  # every input has been checked: only now create the run folder
         from rlvr.config import save_config

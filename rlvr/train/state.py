@@ -112,13 +112,22 @@ def decoder_layers(lm) -> list[torch.nn.Module]:
     return [m for m in lm.modules() if type(m).__name__ in names]
 
 
-def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn) -> tuple[int, float]:
+def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn, cfg: Config | None = None) -> tuple[int, float]:
     """Optimizer, scheduler, critic optimizer, data cursor and RNG from a checkpoint."""
     from rlvr.train import checkpoint
 
     state = checkpoint.load_state(start_from)
     dist_utils.load_optimizer_state(tr.model, tr.optimizer, state["optimizer"])
     tr.scheduler.load_state_dict(state["scheduler"])
+    if cfg is not None and "schedule" not in state and policy_steps(cfg) < cfg.rl.steps:
+        # saved before the policy's schedule skipped the critic's warm-up (make_optimizer): its
+        # count includes those steps; continue the new schedule where this step puts it
+        done = max(0, state["step"] - (cfg.rl.steps - policy_steps(cfg))) * cfg.rl.inner_epochs
+        sched = tr.scheduler  # a LambdaLR (cosine_schedule)
+        sched.last_epoch = done
+        for group, base, factor in zip(tr.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(done)
+        sched._last_lr = [group["lr"] for group in tr.optimizer.param_groups]
     if tr.critic_optimizer is not None:
         dist_utils.load_optimizer_state(tr.critic, tr.critic_optimizer, state["critic_optimizer"])
     stream.load(state["stream"])
@@ -141,7 +150,8 @@ def save(tr: Trainer, stream, cfg: Config, root: Path, step: int, elapsed: float
     rngs = dist_utils.gather_objects(checkpoint.rng_state())
     weights = dist_utils.full_state_dict(tr.model, rank0_only=True) if dist_utils.is_sharded(tr.model) else None
     state = {"optimizer": dist_utils.optimizer_state(tr.model, tr.optimizer), "scheduler": tr.scheduler.state_dict(),
-             "stream": stream.state(), "elapsed": elapsed, "rng_by_rank": rngs}
+             "stream": stream.state(), "elapsed": elapsed, "rng_by_rank": rngs,
+             "schedule": "policy-updates"}  # the scheduler counts policy updates only (see restore)
     extras = {}
     if tr.critic is not None:
         state["critic_optimizer"] = dist_utils.optimizer_state(tr.critic, tr.critic_optimizer)

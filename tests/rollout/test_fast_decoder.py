@@ -397,7 +397,8 @@ def test_autocast_casts_each_weight_once_per_call_not_per_step(fast, monkeypatch
 def test_engine_load_weights_takes_pairs_a_tensor_at_a_time():
     # a decoding copy of a sharded policy is refreshed from distributed.iter_full_state's
     # (name, tensor) pairs, so no whole second state dict is built; a state dict works too, and
-    # a source that leaves a weight out is an error, not a half-refreshed copy
+    # a source that leaves a weight out or names one the model lacks is an error (raised once
+    # it is seen: the copy may then be partly refreshed)
     model, tokenizer = make_model("qwen3")
     source, _ = make_model("qwen3")
     with torch.no_grad():
@@ -409,3 +410,5 @@ def test_engine_load_weights_takes_pairs_a_tensor_at_a_time():
     engine.load_weights(dict(list(source.state_dict().items())))
     with pytest.raises(ValueError, match="no tensor for"):
         engine.load_weights(list(source.state_dict().items())[1:])
+    with pytest.raises(ValueError, match="is not a weight"):
+        engine.load_weights([("lm_head.weigth", source.lm_head.weight)])
