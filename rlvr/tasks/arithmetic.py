@@ -15,7 +15,8 @@ when the result is negative; multiplication carries the tens of the previous pro
 Problems are drawn from seeded generators and the splits are disjoint: a problem's split is a
 hash of its canonical text, so a held-out problem can never be drawn for training, whatever the
 seeds. The canonical text puts the operands of `+` and `*` in order, so `7+5` and `5+7` share a
-split: a held-out problem's commutative twin is never trained on either.
+split: a held-out problem's commutative twin is never trained on either. One draw holds at most
+one of two twins.
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def split_of(p: Problem, heldout_fraction: float = 0.1) -> str:
 def make_samples(
     n: int, split: str, seed: int, min_digits: int, max_digits: int, with_solution: bool
 ) -> list[Sample]:
-    """`n` distinct problems of `split` ("train" or "heldout") drawn with `seed`."""
+    """`n` distinct problems of `split` ("train" or "heldout") drawn with `seed`; distinct up to
+    commutation too, so a held-out set never counts `7+5` and `5+7` as two problems, and an SFT
+    validation slice cut from the same draw holds no twin of a problem it trains on."""
     rng = random.Random(f"{seed}:{split}:{min_digits}:{max_digits}")
     seen: set[str] = set()
     out: list[Sample] = []
@@ -140,9 +143,9 @@ def make_samples(
         if len(out) == n:
             break
         p = random_problem(rng, min_digits, max_digits)
-        if p.text in seen or split_of(p) != split:
+        if p.canonical in seen or split_of(p) != split:
             continue
-        seen.add(p.text)
+        seen.add(p.canonical)
         out.append(
             Sample(
                 prompt=p.text,

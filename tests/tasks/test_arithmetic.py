@@ -57,6 +57,7 @@ def test_commutative_twins_share_a_split():
     held = [_parse(s.prompt) for s in make_samples(200, "heldout", 0, 1, 2, False)]
     assert not {p.canonical for p in held} & train
     assert any(p.a > p.b and p.op != "-" for p in held)  # twins written either way were drawn
+    assert len({p.canonical for p in held}) == len(held)  # and never both of a pair in one set
 
 
 def test_too_many_problems_is_a_clear_error():
