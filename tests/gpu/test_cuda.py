@@ -54,6 +54,39 @@ def decode(model, autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(got, 1), ref[:, P - 1 :]
 
 
+def test_attention_gradients_stay_finite_once_rlvr_loads_a_model():
+    """pytorch/pytorch#196678: on H100/H200 cuDNN's attention backward gave NaN query gradients
+    with an explicit mask at a length of 64 mod 128 when every logsumexp is below -88.7 (torch
+    2.11-2.13). load_policy switches cuDNN attention off on CUDA (models.avoid_cudnn_attention);
+    here the issue's own shapes go through SDPA after it, and what cuDNN gives is printed."""
+    import math
+
+    from rlvr.models import load_policy
+
+    def grad_q():
+        torch.manual_seed(0)
+        L, D = 704, 64
+        q = torch.randn(1, 1, L, D, device=CUDA, dtype=BF16) * 0.1
+        k = torch.randn(1, 1, L, D, device=CUDA, dtype=BF16) * 0.1
+        v = torch.randn(1, 1, L, D, device=CUDA, dtype=BF16)
+        q[..., 0], k[..., 0] = 1.0, -120 * math.sqrt(D)  # every logit about -120
+        q.requires_grad_()
+        mask = torch.ones(L, L, dtype=torch.bool, device=CUDA).tril()[None, None]
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out.backward(torch.randn_like(out))
+        return q.grad
+
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        print(f"cuDNN attention on: {int((~torch.isfinite(grad_q())).sum())} non-finite query gradients")
+        load_policy("embedded")
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.isfinite(grad_q()).all()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_fast_decoder_matches_hf_forward_on_cuda(arch):
