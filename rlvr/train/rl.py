@@ -206,15 +206,18 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
         add_advantages(tr, batch, cfg, trained)
         batch = batch.select(trained.nonzero().squeeze(1))
         if tr.critic is not None:
-            for _ in range(cfg.critic.epochs):  # the value loss is fit more tightly than one step allows
-                metrics.update(update_critic(tr.critic, tr.critic_optimizer, batch, cfg))
+            # the value loss is fit more tightly than one step allows
+            metrics.update(over_epochs([update_critic(tr.critic, tr.critic_optimizer, batch, cfg)
+                                        for _ in range(cfg.critic.epochs)]))
         if updates_policy:
             tr.model.train()
+            epochs = []
             for epoch in range(cfg.rl.inner_epochs):
                 if epoch == 0 and cfg.rl.inner_epochs > 1:  # freeze the rollout policy's logprobs
                     # (only where the update will read them: gradient_rows, as in policy_gradients)
                     batch.old_logprobs = frozen_logprobs(tr.model, batch, cfg, rows=gradient_rows(tr.model, batch, cfg))
-                metrics.update(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
+                epochs.append(update(tr, batch, cfg, on_policy=cfg.rl.inner_epochs == 1))
+            metrics.update(over_epochs(epochs))
             if dist_utils.is_sharded(tr.model) and tr.engine.model is not tr.model:  # a whole copy (state.py): refresh it
                 tr.engine.load_weights(dist_utils.iter_full_state(tr.model))  # gathered a tensor at a time
     # the schedule follows the policy's RL steps, updated or not (a skipped batch), from the end of
@@ -227,6 +230,26 @@ def rl_step(tr: Trainer, stream, cfg: Config, step: int):
     t2 = time.perf_counter()
     metrics.update({"time_rollout": t1 - t0, "time_update": t2 - t1, "tokens_per_s": metrics["generated_tokens"] / (t1 - t0)})
     return metrics, scored
+
+
+def over_epochs(rows: list[dict[str, float]]) -> dict[str, float]:
+    """One step's metrics from its optimizer steps over the same batch (rl.inner_epochs,
+    critic.epochs): the mean of each (the loss, clip fraction and KL of every epoch, not only the
+    last's), the range of the ratio over all of them, and the count of skipped non-finite steps."""
+    if len(rows) == 1:
+        return rows[0]
+    out = {}
+    for key in dict.fromkeys(k for row in rows for k in row):
+        values = [row[key] for row in rows if key in row]
+        if key == "ratio_max":
+            out[key] = max(values)
+        elif key == "ratio_min":
+            out[key] = min(values)
+        elif key.endswith("_nonfinite"):
+            out[key] = sum(values)
+        else:
+            out[key] = sum(values) / len(values)
+    return out
 
 
 def _std(n: float, total: float, squares: float) -> float:

@@ -140,3 +140,17 @@ def test_a_nonfinite_gradient_skips_the_optimizer_step():
     w.grad = torch.tensor([1.0, 0.0, 0.0])
     out = finite_step(opt, torch.nn.utils.clip_grad_norm_([w], 1.0), "critic_grad_norm")
     assert out == {"critic_grad_norm": 1.0} and w[0] < 1.0
+
+
+def test_a_steps_metrics_cover_all_its_epochs():
+    """rl.inner_epochs / critic.epochs > 1: a step logged only its last epoch's loss and clip
+    fraction; it now logs each one's mean, the ratio's range over all, and every skipped step."""
+    from rlvr.train.rl import over_epochs
+
+    rows = [{"loss": 1.0, "clip_frac": 0.0, "ratio_max": 1.2, "ratio_min": 0.9, "grad_norm": 2.0},
+            {"loss": 3.0, "clip_frac": 0.5, "ratio_max": 1.1, "ratio_min": 0.7, "grad_norm": float("inf"),
+             "grad_norm_nonfinite": 1.0}]
+    out = over_epochs(rows)
+    assert (out["loss"], out["clip_frac"], out["ratio_max"], out["ratio_min"]) == (2.0, 0.25, 1.2, 0.7)
+    assert out["grad_norm_nonfinite"] == 1.0 and out["grad_norm"] == float("inf")
+    assert over_epochs(rows[:1]) is rows[0]
