@@ -433,7 +433,7 @@ _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "e
 
 
 def _identifiers(s: str) -> set[str]:
-    """The variable names of a LaTeX string: single letters outside commands and \text, and Greek
+    r"""The variable names of a LaTeX string: single letters outside commands and \text, and Greek
     letters (with their case: \Theta is not \theta)."""
     s = re.sub(r"\\(?:text|mathrm|mbox|operatorname)\s*\{[^{}]*\}", " ", s)
     greek = {g for g in re.findall(r"\\([A-Za-z]+)", s) if g.lower() in _GREEK}
