@@ -20,10 +20,6 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_co
     set is blamed on `source`, the recipe the command named. `rl_combinations=False` leaves out
     the refusals of RL option combinations (an evaluation reads a finished run's config.yaml,
     which an older rlvr may have accepted, and uses none of them)."""
-    from rlvr.algorithms import advantages, aggregation, kl, losses
-    from rlvr.prompts import check_template
-    from rlvr.rewards import check_reward
-
     origins = origins or {}
 
     def need(ok: bool, name: str, fix: str) -> None:
@@ -32,7 +28,18 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_co
             where = " and ".join(dict.fromkeys(origins[f] for f in named if f in origins)) or source
             raise ConfigError(f"{where}: {name} {fix}")
 
-    rl, sft, task = cfg.rl, cfg.sft, cfg.task
+    _check_rl(cfg, need)
+    _check_model(cfg, need)
+    _check_limits(cfg, need)
+    _check_objective(cfg, need, rl_combinations)
+    _check_rollout(cfg, need)
+    _check_eval(cfg.eval, need)
+    _check_task(cfg.task, need, origins, source)
+
+
+def _check_rl(cfg: Config, need) -> None:
+    """RL's sizes, sampling and schedule, and the critic's."""
+    rl, sft = cfg.rl, cfg.sft
     need(rl.group_size >= 2, "rl.group_size", "must be >= 2: group-relative advantages compare rollouts")
     need(rl.prompts_per_step >= 1 and rl.steps >= 0, "rl.prompts_per_step / rl.steps", "must be positive")
     need(0 < rl.top_p <= 1, "rl.top_p", "must be in (0, 1]")
@@ -53,7 +60,12 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_co
     need(cfg.critic.lr > 0 and cfg.critic.warmup_steps >= 0, "critic.lr / critic.warmup_steps", "must be > 0 / >= 0")
     need(cfg.critic.epochs >= 1, "critic.epochs", "must be >= 1 (critic optimizer steps per rollout batch)")
     need(rl.save_every >= 1, "rl.save_every", "must be >= 1 (steps between checkpoints)")
-    _check_model(cfg, need)
+
+
+def _check_limits(cfg: Config, need) -> None:
+    """Paths that must be given, and the bounds of gradient clipping, schedules, weight decay,
+    time budgets and SFT's plateau checks."""
+    rl, sft = cfg.rl, cfg.sft
     need(cfg.model.name_or_path.strip() != "", "model.name_or_path", "is empty; set it to embedded (the built-in "
          "tiny model), a hub id or a local folder")
     need(cfg.output_dir.strip() != "", "output_dir", "is empty; set it to the folder the run writes into, e.g. "
@@ -76,6 +88,13 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_co
     need(sft.max_new_tokens >= 1, "sft.max_new_tokens", "must be >= 1 (tokens decoded for the plateau checks)")
     need(sft.micro_batch_size >= 0, "sft.micro_batch_size", "must be >= 0 (rows per forward and backward; 0: the "
          "whole sft.batch_size)")
+
+
+def _check_objective(cfg: Config, need, rl_combinations: bool) -> None:
+    """The policy loss, its estimator and aggregation, and the combinations that do not work."""
+    from rlvr.algorithms import advantages, aggregation, kl, losses
+
+    rl, sft = cfg.rl, cfg.sft
     need(0 < rl.clip_low < 1, "rl.clip_low", "must be in (0, 1): the ratio is kept above 1 - clip_low")
     need(rl.clip_high > 0, "rl.clip_high", "must be > 0: the ratio is kept below 1 + clip_high")
     need(rl.entropy_coef >= 0, "rl.entropy_coef", "must be >= 0 (a bonus for entropy; 0 turns it off)")
@@ -98,14 +117,23 @@ def check(cfg: Config, source: str, origins: dict[str, str] | None = None, rl_co
     for name, table in [("advantage", advantages.ADVANTAGES), ("loss", losses.LOSSES),
                         ("aggregation", aggregation.AGGREGATIONS), ("kl_estimator", kl.KL)]:
         need(getattr(rl, name) in table, f"rl.{name}={getattr(rl, name)!r}", f"is unknown; use one of {table.names()}")
-    _check_rollout(cfg, need)
-    ev = cfg.eval
+
+
+def _check_eval(ev, need) -> None:
+    """The held-out evaluation's sampling and sizes."""
     need(ev.samples >= 1 and ev.seeds >= 1, "eval.samples / eval.seeds", "must be >= 1")
     need(ev.max_new_tokens >= 1 and ev.batch_size >= 1, "eval.max_new_tokens / eval.batch_size", "must be >= 1")
     need(ev.limit >= 0, "eval.limit", "must be >= 0 (the first N held-out problems; 0: all of them)")
     need(ev.temperature >= 0 and 0 < ev.top_p <= 1, "eval.temperature / eval.top_p", "must be >= 0 / in (0, 1]")
     need(ev.temperature > 0 or (ev.samples == 1 and ev.seeds == 1), f"eval.samples={ev.samples} / eval.seeds={ev.seeds}",
          "need eval.temperature > 0: greedy decoding gives the same completion every time")
+
+
+def _check_task(task: TaskConfig, need, origins: dict[str, str], source: str) -> None:
+    """The task, its data sources, its reward function and its prompt template."""
+    from rlvr.prompts import check_template
+    from rlvr.rewards import check_reward
+
     need(task.name in TASKS, f"task.name={task.name!r}", f"is unknown; use one of {', '.join(TASKS)}")
     need(task.name != "jsonl" or bool(task.train_path or task.eval_path), "task.train_path",
          "is required for task.name=jsonl (a JSONL file with prompt and answer)")
