@@ -30,8 +30,9 @@ def _fused_parts(model):
             ids = torch.arange(1, 6, device=model.device)[None] % head.weight.shape[0]
             # a frozen model whose matmul weights are held in bf16 beside float32 norms and
             # embeddings (models.hold_linears_in) only runs under autocast
-            low = {p.dtype for p in model.parameters()} - {torch.float32}
-            mixed = next(iter(low)) if len(low) == 1 and torch.float32 in {p.dtype for p in model.parameters()} else None
+            dtypes = {p.dtype for p in model.parameters()}
+            low = dtypes - {torch.float32}
+            mixed = low.pop() if len(low) == 1 and torch.float32 in dtypes else None
             with torch.no_grad(), eval_mode(model), under_autocast(mixed, model.device):
                 ref = model(input_ids=ids).logits.float()
                 got = torch.nn.functional.linear(decoder(input_ids=ids).last_hidden_state, head.weight, head.bias).float()
