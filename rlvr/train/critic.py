@@ -106,15 +106,18 @@ def _rows(batch: RolloutBatch, device) -> tuple[int, Tensor, Tensor]:
 
 
 @torch.no_grad()
-def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
-    """Rollout-time values [B,T], 0 off the response."""
+def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int,
+                  rows: Tensor | None = None) -> Tensor:
+    """Rollout-time values [B,T], 0 off the response; only for `rows` [n] when given (the others stay 0)."""
     out = torch.zeros(batch.response_mask.shape)
+    rows = torch.arange(len(batch)) if rows is None else rows
+    part = batch if len(rows) == len(batch) else batch.select(rows)
     with eval_mode(critic):  # V_old, the clipped value loss's anchor: no dropout
-        for s, mb in micro_batches(batch, micro_batch_size, critic):
+        for s, mb in micro_batches(part, micro_batch_size, critic):
             t, ids, attn = _rows(mb, critic.device)
             values = critic(ids, attn).cpu()
             if s is not None:  # None: a blank micro-batch that keeps a sharded critic's ranks in step
-                out[s : s + len(mb), :t] = values
+                out[rows[s : s + len(mb)], :t] = values
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 

@@ -147,21 +147,25 @@ def add_advantages(tr: Trainer, batch: RolloutBatch, cfg: Config, trained: torch
     batch whitening takes its mean and std from the trained rows alone, so that the advantages
     trained on have std 1 whatever share of the batch is left out."""
     rl, mask = cfg.rl, batch.response_mask
+    token_level = rl.advantage in TOKEN_LEVEL_ADVANTAGES
+    # the rows whose forwards (reference, critic) the trained advantages read: every row when a
+    # KL penalty in the reward moves its group's baseline; otherwise a row's KL and values reach
+    # its own advantage alone (GAE is per row), so rows left out are not computed (they stay 0)
+    rows = None if trained is None or (rl.kl_in_reward and not token_level) else trained.nonzero().squeeze(1)
     if tr.ref_model is not None:
-        batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg)
+        batch.ref_logprobs = frozen_logprobs(tr.ref_model, batch, cfg, rows)
     elif rl.kl_coef > 0 and hasattr(tr.model, "disable_adapter"):  # LoRA: the base model is the reference
         with tr.model.disable_adapter():
-            batch.ref_logprobs = frozen_logprobs(tr.model, batch, cfg)
+            batch.ref_logprobs = frozen_logprobs(tr.model, batch, cfg, rows)
     token_rewards = None
     if rl.kl_in_reward:  # -beta * k1 at each sampled token, with the policy's own logprobs: the
         # engine's are those of the nucleus-truncated distribution when top_p < 1 (and may come
         # from another numeric path, e.g. vLLM), which would bias the penalty
-        policy_lp = frozen_logprobs(tr.model, batch, cfg)
+        policy_lp = frozen_logprobs(tr.model, batch, cfg, rows)
         token_rewards = torch.where(mask, -rl.kl_coef * (policy_lp - batch.ref_logprobs), 0.0)
     if tr.critic is not None:
-        batch.old_values = critic_values(tr.critic, batch, rl.micro_batch_size)
+        batch.old_values = critic_values(tr.critic, batch, rl.micro_batch_size, rows)
     rewards = batch.rewards
-    token_level = rl.advantage in TOKEN_LEVEL_ADVANTAGES
     if token_rewards is not None and not token_level:  # a sequence-level estimator sees the summed KL
         rewards = rewards + token_rewards.sum(-1)
     inputs = adv_fns.AdvantageInputs(rewards, batch.group_ids, response_mask=mask, values=batch.old_values,

@@ -187,3 +187,40 @@ def test_the_policy_schedule_starts_after_the_critic_warmup(tiny_llama_dir):
         sched.step()
     assert lrs[0] == 1e-3 / 2 and lrs[1] == 1e-3  # warmup: 1/2, 2/2 of the base
     assert sched.get_last_lr()[0] == __import__("pytest").approx(1e-4)  # the floor, after the last update
+
+
+def _stage3(tr, cfg, trained):
+    batch = make_batch(tr.model.config.vocab_size)
+    batch.rewards = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    add_advantages(tr, batch, cfg, trained)
+    return batch
+
+
+def test_rows_left_out_get_no_reference_or_critic_forward(tiny_llama_dir):
+    """Rows the update leaves out (uniform groups, truncated ones) need no reference logprobs
+    and no values when those reach only the row's own advantage (KL in the loss; GAE, per row):
+    they are not computed (0), and the trained rows get exactly what computing every row gives.
+    With KL in the reward and a group baseline every row's penalty moves its group's baseline,
+    so every row is computed there."""
+    trained = torch.tensor([True, False] * 5 + [True])  # [B]
+    for overrides, critic in ((["rl.advantage=grpo", "rl.kl_coef=0.1"], False),
+                              (["rl.advantage=gae", "rl.whiten_advantages=true"], True),
+                              (["rl.advantage=gae", "rl.kl_coef=0.1", "rl.kl_in_reward=true"], True)):
+        cfg = load_config(None, overrides + ["rl.skip_uniform_groups=false", "rl.micro_batch_size=4",
+                                             "model.autocast=off"])
+        tr = _trainer(tiny_llama_dir, cfg, critic=critic)
+        full, part = _stage3(tr, cfg, None), _stage3(tr, cfg, trained)
+        assert part.ref_logprobs[~trained].abs().sum() == 0, overrides  # never computed
+        torch.testing.assert_close(part.ref_logprobs[trained], full.ref_logprobs[trained], rtol=0, atol=0)
+        if critic:
+            assert part.old_values[~trained].abs().sum() == 0
+            torch.testing.assert_close(part.old_values[trained], full.old_values[trained], rtol=0, atol=0)
+            torch.testing.assert_close(part.returns[trained], full.returns[trained], rtol=0, atol=0)
+        if "rl.whiten_advantages=true" not in overrides:  # whitening's statistics are over the trained rows
+            torch.testing.assert_close(part.advantages[trained], full.advantages[trained], rtol=0, atol=0)
+    cfg = load_config(None, ["rl.advantage=rloo", "rl.kl_coef=0.1", "rl.kl_in_reward=true",
+                             "rl.skip_uniform_groups=false", "rl.micro_batch_size=4", "model.autocast=off"])
+    tr = _trainer(tiny_llama_dir, cfg)
+    part = _stage3(tr, cfg, trained)
+    assert part.ref_logprobs[~trained].abs().sum() > 0  # the baseline reads every row's KL
+    torch.testing.assert_close(part.advantages, _stage3(tr, cfg, None).advantages, rtol=0, atol=0)
