@@ -72,6 +72,20 @@ def test_loss_and_gradient_equal_hugging_faces_cross_entropy():
         torch.testing.assert_close(g, want[name], rtol=1e-4, atol=1e-6, msg=name)  # measured 1e-7 relative
 
 
+def test_a_row_with_an_empty_prompt_is_scored_as_hugging_face_scores_it():
+    """A solution with no prompt before it labels token 0, which nothing predicts: HF's loss
+    shifts it away and so must ours (counting it would add a token with a made-up logprob)."""
+    cfg, train, model, tok = setup()
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    rows = sft.encode(train[:4], tok, "plain")
+    rows[1] = (rows[1][0][rows[1][1]:], 0)  # the solution and EOS alone, every token labelled
+    input_ids, mask, labels = sft.collate(rows, tok.pad_token_id, model.device)
+    assert labels[1, 0] != -100
+    ref = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(sft.sft_gradients(model, input_ids, mask, labels), ref.detach(), rtol=1e-6, atol=0)
+
+
 def test_micro_batches_give_the_whole_batchs_loss_and_gradient():
     """Rows of different lengths: a per-micro-batch token mean would weight a short row's tokens
     more than the whole batch does, and fail this; the global token count does not."""
