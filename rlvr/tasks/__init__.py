@@ -63,19 +63,24 @@ def _jsonl(cfg: TaskConfig, need) -> TaskData:
     heldout = load_jsonl(cfg.eval_path) if cfg.eval_path and "heldout" in need else []
     if "heldout" in need and not heldout and need == ("heldout",):
         raise ValueError("task.eval_path is required to evaluate a jsonl task")
-    if train and heldout:  # a held-out problem trained on is not held out: its accuracy measures recall
-        seen = {problem_key(s.prompt) for s in train}
-        leaked = [s for s in heldout if problem_key(s.prompt) in seen]
-        if leaked:
-            raise ValueError(f"{cfg.eval_path}: {len(leaked)} of its {len(heldout)} problems are also in "
-                             f"{cfg.train_path} (same prompt up to whitespace; e.g. {leaked[0].prompt[:60]!r}): "
-                             "held-out accuracy would count problems the model trained on; remove them from one of "
-                             "the files")
+    check_disjoint(train, heldout, cfg.train_path, cfg.eval_path)
     # plateau checks for SFT use a seeded random slice of the training file, never the held-out
     # file: its first lines would be one subject or difficulty in a sorted file
     pool = random.Random(cfg.seed).sample(train, len(train)) if "sft" in need else []
     n_val = min(len(pool) // 10, 200)
     return TaskData(pool[n_val:], pool[:n_val], train, heldout, f"jsonl task {cfg.train_path or cfg.eval_path}")
+
+
+def check_disjoint(train: list[Sample], heldout: list[Sample], train_name: str, eval_name: str) -> None:
+    """Refuse a held-out set that shares problems with the training set: a held-out problem trained
+    on is not held out, and its accuracy measures recall."""
+    seen = {problem_key(s.prompt) for s in train}
+    leaked = [s for s in heldout if problem_key(s.prompt) in seen]
+    if leaked:
+        raise ValueError(f"{eval_name}: {len(leaked)} of its {len(heldout)} problems are also in "
+                         f"{train_name} (same prompt up to whitespace; e.g. {leaked[0].prompt[:60]!r}): "
+                         "held-out accuracy would count problems the model trained on; remove them from one of "
+                         "the files")
 
 
 def problem_key(text: str) -> str:

@@ -45,7 +45,7 @@ from typing import Any, Iterator
 
 from rlvr.config import TaskConfig
 from rlvr.rewards.math_extract import extract_answer
-from rlvr.tasks import TaskData, problem_key
+from rlvr.tasks import TaskData, check_disjoint, problem_key
 from rlvr.types import Sample
 
 
@@ -94,6 +94,8 @@ def load_math_task(cfg: TaskConfig, need: tuple[str, ...]) -> TaskData:
         train, skipped = (load_training_problems(cfg.train_path, GSM8K_TRAIN, "task.train_path", "sft" in need)
                           if train_needed else ([], []))
         heldout = load_problems(cfg.eval_path, GSM8K_TEST, "task.eval_path") if "heldout" in need else []
+        # the hub's splits are disjoint; local files (or a hub train split next to a local test file) may not be
+        check_disjoint(train, heldout, cfg.train_path or GSM8K_TRAIN.repo, cfg.eval_path or GSM8K_TEST.repo)
         notes = _skip_note(skipped)
         desc = f"GSM8K: {len(train)} training problems{f' ({notes})' if notes else ''}, {len(heldout)} held-out (test)"
     elif cfg.name == "math":

@@ -200,12 +200,31 @@ def test_hub_reads_the_chapter6_split(monkeypatch):
     assert [s.id for s in data.rl_train] == ["train:1", "train/algebra/9.json"] and len(data.heldout) == 2
 
 
+GSM8K_TEST_ROW = {"question": "A box holds 6 eggs. How many eggs are in 2 boxes?", "answer": "2*6=<<2*6=12>>12\n#### 12"}
+
+
 def test_hub_gsm8k(monkeypatch):
-    module, calls = fake_datasets({("openai/gsm8k", "train"): GSM8K_ROWS, ("openai/gsm8k", "test"): GSM8K_ROWS[1:]})
+    module, calls = fake_datasets({("openai/gsm8k", "train"): GSM8K_ROWS, ("openai/gsm8k", "test"): [GSM8K_TEST_ROW]})
     monkeypatch.setitem(sys.modules, "datasets", module)
     data = load_task(TaskConfig(name="gsm8k"), need=("rl", "heldout"))
     assert [s.answer for s in data.rl_train] == ["2500", "12"] and [s.id for s in data.heldout] == ["test:1"]
     assert calls == [("openai/gsm8k", "main", "train"), ("openai/gsm8k", "main", "test")]
+
+
+def test_gsm8k_refuses_a_held_out_set_that_shares_problems_with_training(tmp_path, monkeypatch):
+    """A local test file (or one beside the hub's train split) holding a training problem: its
+    accuracy would count a problem the model trained on. The jsonl task refuses the same."""
+    train = write_jsonl(tmp_path / "train.jsonl", GSM8K_ROWS)
+    leak = {**GSM8K_ROWS[1], "question": "  A cup holds 4 spoons of sugar.\nHow many spoons are in 3 cups?"}
+    test = write_jsonl(tmp_path / "test.jsonl", [GSM8K_TEST_ROW, leak])
+    with pytest.raises(ValueError, match=r"test\.jsonl: 1 of its 2 problems are also in .*train\.jsonl \(same prompt"):
+        load_task(TaskConfig(name="gsm8k", train_path=str(train), eval_path=str(test)), need=("rl", "heldout"))
+    module, _ = fake_datasets({("openai/gsm8k", "train"): GSM8K_ROWS})
+    monkeypatch.setitem(sys.modules, "datasets", module)
+    with pytest.raises(ValueError, match=r"test\.jsonl: 1 of its 2 problems are also in openai/gsm8k"):
+        load_task(TaskConfig(name="gsm8k", eval_path=str(test)), need=("rl", "heldout"))
+    data = load_task(TaskConfig(name="gsm8k", train_path=str(train), eval_path=str(test)), need=("rl",))
+    assert len(data.rl_train) == 2  # nothing to compare without the held-out set
 
 
 def test_hub_without_datasets_names_the_fix(monkeypatch, tmp_path):
