@@ -53,7 +53,7 @@ def cmd_sft(args) -> None:
 
 def run_sft(cfg):
     """SFT to a plateau, save the model, evaluate it; returns (sft.json contents, held-out EvalResult)."""
-    from rlvr.eval.evaluate import eval_problems
+    from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
     from rlvr.logging import MetricsLog
     from rlvr.models import count_parameters, enable_checkpointing, eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
@@ -67,6 +67,7 @@ def run_sft(cfg):
     check_fresh(out)
     reward = resolve(cfg.task.reward)
     data = load_task(cfg.task, need=("sft", "heldout"))
+    check_by(eval_problems(data.heldout, cfg.eval), eval_kwargs(cfg.eval)["by"])  # before training, not after
     torch.manual_seed(cfg.seed)
     model, tok = load_policy(cfg.model.name_or_path, seed=cfg.model.init_seed, dtype=cfg.model.dtype)
     autocast = run_autocast(cfg.model)
@@ -159,6 +160,12 @@ def eval_model(model_path: str, cfg, out: Path | None):
 
 
 def cmd_eval(args) -> None:
+    # refused before any model loads; --out RUN/eval would replace the run's own final eval
+    out = Path(args.out) if args.out else None
+    taken = [out / name for name in ("eval.json", "samples.jsonl") if out and (out / name).exists()]
+    if taken:
+        raise SystemExit(f"error: {taken[0]} already exists; give another --out, or remove it first "
+                         "(rlvr eval never writes over an earlier evaluation)")
     overrides = list(args.overrides)
     if args.task:
         overrides.append(f"task.name={args.task}")
@@ -175,7 +182,7 @@ def cmd_eval(args) -> None:
         if args.task == "gsm8k" and args.by is None:
             overrides.append("eval.by=")  # GSM8K problems have no subject or level
     cfg = _load(recipe, overrides, for_eval=True)
-    eval_model(args.model, cfg, Path(args.out) if args.out else None)
+    eval_model(args.model, cfg, out)
 
 
 def run_recipe(model_path: str) -> str | None:
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--recipe", help="recipe for task, reward and eval settings (default: math-qwen3-0.6b for "
                                     "--task math500 / math / gsm8k: book prompt, math verifier, greedy up to 2048 "
                                     "tokens, by subject and level; demo otherwise)")
-    p.add_argument("--out", help="folder for eval.json and samples.jsonl")
+    p.add_argument("--out", help="folder for eval.json and samples.jsonl (refused if it holds either already)")
     p.add_argument("--samples", type=int, help="k completions per problem (avg@k, pass@k, maj@k, best@k)")
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
     p.add_argument("--seeds", type=int, help="repeat the sampling with this many seeds")

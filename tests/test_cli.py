@@ -53,7 +53,7 @@ def test_sft_train_eval_on_a_user_task(user_task, tiny_llama_dir, capsys):
     # the SFT model's eval and the RL run's eval cover the same problems: a paired comparison
     main(["compare", str(root / "sft"), str(root / "rl")])
     out = capsys.readouterr().out
-    assert "McNemar exact" in out and ("better" in out or "no significant difference" in out)
+    assert "McNemar exact" in out and any(head in out for head in ("better", "no significant difference", "borderline"))
     main(["eval", "--model", str(root / "sft" / "model"), "--recipe", str(recipe), "--out", str(root / "ev4"),
           "--samples", "3", "--temperature", "1", "--seeds", "2", "--by", "kind"])
     assert "avg@3" in capsys.readouterr().out

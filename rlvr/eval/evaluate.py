@@ -6,9 +6,10 @@ and the demo's before/after table, so every number a user sees comes from one pl
 Per problem and seed it keeps every completion, its extracted answer, reward and length, and
 derives avg@k (mean pass@1 over the k samples), pass@k (Chen et al.'s unbiased estimator;
 with n = k samples it is "any correct"), maj@k (majority over answers grouped by the verifier's
-equivalence) and best-of-k (the sample with the highest mean token logprob, no verifier).
+equivalence) and best-of-k (the finished sample with the highest mean token logprob, no verifier).
 The headline accuracy is avg@k (greedy accuracy when k = 1 at temperature 0). Its 95% CI is a
-Wilson interval for one greedy run, else a bootstrap over problems and seeds.
+Wilson interval for one greedy run, or when the problems' scores show no spread, else a bootstrap
+over problems and seeds.
 """
 
 from __future__ import annotations
@@ -87,10 +88,13 @@ class _Problem:
 
     def metrics(self, same: Callable[[str, str], bool] | None) -> dict[str, float]:
         k = len(self.correct)
-        best = max(range(k), key=lambda j: self.mean_logprobs[j])
+        # best@k picks among finished responses, as maj@k votes only with them: a repetition loop
+        # cut at max_new_tokens has a high mean logprob and would win; none finished scores 0
+        finished = [j for j in range(k) if not self.truncated[j]]
+        best = max(finished, key=lambda j: self.mean_logprobs[j]) if finished else None
         return {f"avg@{k}": sum(self.correct) / k, f"pass@{k}": pass_at_k(k, sum(self.correct), k),
                 f"maj@{k}": float(majority_vote(self.votes(), self.correct, same)[1]),
-                f"best@{k}": float(self.correct[best])}
+                f"best@{k}": 0.0 if best is None else float(self.correct[best])}
 
 
 def _run_seed(engine, tokenizer, samples, reward, settings: EvalSettings, seed: int, batch_size: int,
@@ -122,24 +126,40 @@ def _run_seed(engine, tokenizer, samples, reward, settings: EvalSettings, seed: 
 
 
 def _score(runs: list[list[_Problem]], idx: Sequence[int], same) -> Score:
-    """Score of problems `idx` over every seed's run."""
+    """Score of problems `idx` (at least one) over every seed's run."""
     per = [[runs[s][i].metrics(same) for i in idx] for s in range(len(runs))]  # [seeds][problems] dicts
-    names = list(per[0][0]) if idx else []
-    matrix = np.array([[m[names[0]] for m in seed] for seed in per]) if idx else np.zeros((len(runs), 0))
+    names = list(per[0][0])
+    matrix = np.array([[m[names[0]] for m in seed] for seed in per])  # [seeds, problems] avg@k
     lengths = [n for s in range(len(runs)) for i in idx for n in runs[s][i].lengths]
     truncated = [t for s in range(len(runs)) for i in idx for t in runs[s][i].truncated]
     n = len(idx)
-    if not n:
-        return Score(0.0, (0.0, 0.0), 0, 0.0, 0.0)
+    problem_means = matrix.mean(axis=0)  # [problems], over seeds
     binary = len(runs) == 1 and len(runs[0][idx[0]].correct) == 1
     if binary:  # one greedy (or one-sample) run: a Wilson interval on a binomial count
         ci = wilson_interval(int(matrix.sum()), n)
+    elif np.ptp(problem_means) < 1e-12:
+        # Every problem scores the same (all 4 of 4 samples right, or a 1-problem bucket): resampling
+        # problems sees no uncertainty and the bootstrap interval has zero width. The Wilson interval
+        # of the mean over n problems is the widest their [0, 1] scores allow (variance <= p(1 - p)),
+        # and exactly the greedy one when every score is 0 or 1.
+        ci = wilson_interval(min(float(problem_means.sum()), n), n)
     else:
         ci = bootstrap_ci(matrix)[1:]
     metrics = {m: float(np.mean([[p[m] for p in seed] for seed in per])) for m in names}
     return Score(float(matrix.mean()), tuple(float(x) for x in ci), n, statistics.fmean(lengths),
                  sum(truncated) / len(truncated), float(statistics.median(lengths)), max(lengths), metrics,
                  [float(row.mean()) for row in matrix])
+
+
+def check_by(samples: Sequence[Sample], by: Sequence[str]) -> None:
+    """Refuse a breakdown field (eval.by, --by) that no problem has: a misspelled or unstripped
+    field would otherwise silently give no breakdown. A field some problems lack is fine."""
+    missing = [name for name in by if not any(name in s.meta for s in samples)]
+    if missing:
+        have = sorted({key for s in samples for key in s.meta})
+        raise ValueError(f"eval.by field {missing[0]!r} is in none of the {len(samples)} problems' metadata; "
+                         f"they have: {', '.join(have) or 'no metadata fields'} (set eval.by / --by to some of "
+                         "these, or leave it empty)")
 
 
 def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template: str,
@@ -150,9 +170,15 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
     """Evaluate `samples`; a completion is correct when its reward is >= 1.
 
     k completions per problem at `temperature` (0: greedy, k = 1), repeated for `seeds` seeds;
-    scores broken down by `bucket_field` and every metadata field in `by`. `extract` pulls the
-    final answer out of a completion and `same` says when two answers agree (for maj@k).
+    scores broken down by `bucket_field` (when the problems have it: the embedded task does, others
+    may not) and every metadata field in `by` (an error, before anything is generated, when no
+    problem has it). `extract` pulls the final answer out of a completion and `same` says when two
+    answers agree (for maj@k). An empty `samples` is an error: there is nothing to score.
     """
+    if not samples:
+        raise ValueError("no held-out problems to evaluate: check the task's held-out set (task.eval_path "
+                         "for a jsonl task) and eval.limit")
+    check_by(samples, by)
     if temperature == 0 and (k > 1 or seeds > 1):
         raise ValueError("greedy evaluation (temperature 0) is deterministic: use k = 1 and seeds = 1, "
                          "or set eval.temperature > 0 to sample")
@@ -194,7 +220,8 @@ def eval_kwargs(eval_cfg, reward_spec: str = "exact") -> dict:
 
     extract, same = answer_tools(reward_spec)
     return {"k": eval_cfg.samples, "temperature": eval_cfg.temperature, "top_p": eval_cfg.top_p,
-            "seeds": eval_cfg.seeds, "by": [f for f in eval_cfg.by.split(",") if f], "extract": extract, "same": same}
+            "seeds": eval_cfg.seeds, "by": [f.strip() for f in eval_cfg.by.split(",") if f.strip()],  # "a, b"
+            "extract": extract, "same": same}
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -28,8 +28,12 @@ def _z(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion successes / n; n == 0 gives (0.0, 1.0).
+
+    successes may be fractional: the sum of n scores in [0, 1] (e.g. avg@k). The interval only
+    uses the variance p(1 - p) / n of the mean, and a [0, 1] score of mean p has variance at most
+    p(1 - p), the Bernoulli's, so for such scores it is conservative (exact form for 0/1 ones).
 
     >>> lo, hi = wilson_interval(8, 10)
     >>> round(lo, 4), round(hi, 4)
@@ -109,23 +113,60 @@ def mcnemar_exact(before: Sequence[bool], after: Sequence[bool]) -> McNemarResul
                          difference=d, ci95=(d - down, d + up), p_value=p_value)
 
 
+_P_LEVELS = (0.1, 0.05, 0.01, 0.001)  # the levels a reader compares a p-value with
+
+
 def format_p(p: float) -> str:
-    """A p-value for a sentence: "p = 0.41", "p = 0.0031", "p = 3.2e-5", "p < 1e-6"."""
+    """A p-value for a sentence: "p = 0.41", "p = 0.0031", "p = 3.2e-5", "p < 1e-6".
+
+    Two significant digits, or more where two would round across a level in _P_LEVELS: 0.0498
+    prints "p = 0.0498", not "p = 0.050" (which reads as not significant at 0.05), and 0.00999
+    "p = 0.00999"; 0.01006 stays "p = 0.010", on the same side of 0.01 as p.
+
+    >>> format_p(0.0498), format_p(0.00999), format_p(0.41)
+    ('p = 0.0498', 'p = 0.00999', 'p = 0.41')
+    """
     if p < 1e-6:
         return "p < 1e-6"
-    if p < 1e-3:
-        mantissa, exponent = f"{p:.1e}".split("e")
-        return f"p = {mantissa}e{int(exponent)}"
-    return f"p = {p:#.2g}"  # 0.01006 -> "0.010", never rounded across a level like 0.01
+    for digits in range(2, 18):
+        if p < 1e-3:
+            mantissa, exponent = f"{p:.{digits - 1}e}".split("e")
+            text = f"{mantissa}e{int(exponent)}"
+        else:
+            text = f"{p:#.{digits}g}"  # "#": keep trailing zeros, 0.01006 -> "0.010", not "0.01"
+        shown = float(text)
+        if all((shown < level) == (p < level) for level in _P_LEVELS):
+            return f"p = {text}"
+    return f"p = {text}"  # 17 significant digits: float(text) == p, so this is never reached
+
+
+def _head(difference: float, ci95: tuple[float, float], p_value: float, alpha: float,
+          first: str, second: str) -> str:
+    """The start of a verdict: a run is better only when the test (p < alpha) and the 95% CI
+    (excluding 0) both say so. The test and the interval are different procedures (McNemar's
+    exact test vs Newcombe's interval; a sign-flip test vs a percentile bootstrap), so near the
+    edge one can reject while the other does not; the sentence then says which, instead of
+    printing a headline that its own CI contradicts."""
+    ahead = second if difference > 0 else first
+    by_test = p_value < alpha
+    by_ci = ci95[0] > 0 or ci95[1] < 0
+    if by_test and by_ci:
+        return f"{ahead} is better"
+    if by_ci:
+        return f"borderline, {ahead} ahead (the 95% CI excludes 0 but p >= {alpha:g})"
+    if by_test:
+        return f"borderline, {ahead} ahead (p < {alpha:g} but the 95% CI includes 0)"
+    return "no significant difference"
 
 
 def verdict(result: McNemarResult, alpha: float = 0.05, before: str = "before", after: str = "after") -> str:
-    """One sentence: which run is better (if significant at alpha: 0.05, the level of the 95% CI it
-    prints beside), by how much, and how sure."""
-    if result.p_value < alpha:
-        head = f"{after} is better" if result.difference > 0 else f"{before} is better"
-    else:
-        head = "no significant difference"
+    """One sentence: which run is better, by how much, and how sure.
+
+    "AFTER is better" (or "BEFORE is better") only when McNemar's p < alpha and the 95% CI
+    printed beside it excludes 0; "borderline, X ahead (...)" when only one of them does;
+    otherwise "no significant difference". alpha = 0.05 is the level of that 95% CI.
+    """
+    head = _head(result.difference, result.ci95, result.p_value, alpha, before, after)
     lo, hi = result.ci95
     return (f"{head}: {100 * result.difference:+.1f} points "
             f"(95% CI {100 * lo:+.1f} to {100 * hi:+.1f}), "
@@ -352,12 +393,10 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 10000,
 
 def paired_verdict(result: PairedResult, a_name: str = "A", b_name: str = "B",
                    alpha: float = 0.05) -> str:
-    """One sentence in the words of `verdict`: which run is better (if significant at alpha),
-    by how many points, the 95% CI, the p-value and the sample size."""
-    if result.p_value < alpha:
-        head = f"{b_name} is better" if result.difference > 0 else f"{a_name} is better"
-    else:
-        head = "no significant difference"
+    """One sentence in the words of `verdict`: which run is better (when the permutation test at
+    alpha and the paired bootstrap 95% CI both say so, "borderline" when only one does), by how
+    many points, the 95% CI, the p-value and the sample size."""
+    head = _head(result.difference, result.ci95, result.p_value, alpha, a_name, b_name)
     lo, hi = result.ci95
     n = f"n = {result.n_problems} problems"
     if result.n_seeds > 1:

@@ -280,6 +280,10 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         for change in dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)):
             log_fn(f"--resume with a changed setting: {change}")
     data = load_task(cfg.task, need=("rl", "heldout"))
+    if data.heldout:  # the evaluations' breakdown fields, checked before training rather than at its end
+        from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
+
+        check_by(eval_problems(data.heldout, cfg.eval), eval_kwargs(cfg.eval)["by"])
     torch.manual_seed(cfg.seed)  # every rank builds the same random weights (LoRA adapters, a critic's head)
     tr = state.build_trainer(cfg, start_from)
     if dist_utils.rank() > 0:

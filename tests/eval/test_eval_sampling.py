@@ -44,7 +44,12 @@ def test_k_samples_and_seeds_match_a_brute_force_recount(setup, tmp_path):
         per_seed[0][1]["completions"] != per_seed[1][1]["completions"]  # seeds sample differently
     avg = np.mean([[sum(r["rewards"]) / 4 for r in seed] for seed in per_seed])
     any_ok = np.mean([[float(any(x >= 1 for x in r["rewards"])) for r in seed] for seed in per_seed])
-    best = np.mean([[r["rewards"][int(np.argmax(r["mean_logprobs"]))] for r in seed] for seed in per_seed])
+
+    def best_of(r):  # brute force: the finished response with the highest mean logprob, 0 when none finished
+        finished = [j for j, f in enumerate(r["finish_reasons"]) if f != "length"]
+        return r["rewards"][max(finished, key=lambda j: r["mean_logprobs"][j])] if finished else 0.0
+
+    best = np.mean([[best_of(r) for r in seed] for seed in per_seed])
 
     def maj(r):  # brute force: most frequent answer of a finished response (first seen wins ties), its reward
         votes = [a if f != "length" else None for a, f in zip(r["extracted"], r["finish_reasons"])]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rlvr.eval.stats import format_p, mcnemar_exact, verdict, wilson_interval
+from rlvr.eval.stats import McNemarResult, format_p, mcnemar_exact, verdict, wilson_interval
 
 
 def pairs(both: int, lost: int, gained: int, neither: int) -> tuple[list[bool], list[bool]]:
@@ -35,6 +35,14 @@ def test_wilson_hand_computed():
 ])
 def test_wilson_textbook(k, n, expected):
     assert wilson_interval(k, n) == pytest.approx(expected, abs=1e-4)
+
+
+def test_wilson_fractional_successes():
+    # A 1-problem bucket whose problem scored avg@4 = 3/4: successes 0.75 of n = 1.
+    # denom = 1 + z^2 = 4.841459; center = (0.75 + z^2/2) / denom = 2.670729 / 4.841459 = 0.551637
+    # half = z * sqrt(0.75 * 0.25 + z^2/4) / denom = 1.959964 * 1.071385 / 4.841459 = 0.433728
+    lo, hi = wilson_interval(0.75, 1)
+    assert (lo, hi) == pytest.approx((0.551637 - 0.433728, 0.551637 + 0.433728), abs=1e-5)
 
 
 def test_wilson_edges():
@@ -123,3 +131,50 @@ def test_format_p_and_verdict():
     # which excludes 0 (+0.3 to +2.7); a 1% level here once printed "no significant difference"
     edge = verdict(mcnemar_exact(*pairs(both=600, lost=10, gained=25, neither=365)))
     assert edge.startswith("after is better: +1.5 points (95% CI +0.3 to +2.7)") and "p = 0.017" in edge
+
+
+@pytest.mark.parametrize("p, text", [
+    (0.0498, "p = 0.0498"),  # two digits give 0.050, which reads as not significant at 0.05
+    (0.04951, "p = 0.0495"),
+    (0.05, "p = 0.050"),  # at the level: p < 0.05 is false, and so it reads
+    (0.0501, "p = 0.050"),  # rounds down onto the level, but stays on its side (not < 0.05)
+    (0.00999, "p = 0.00999"),  # not "0.010"
+    (0.01, "p = 0.010"),
+    (0.0999, "p = 0.0999"),  # not "0.10"
+    (0.09996, "p = 0.09996"),  # three digits still give "0.100"
+    (0.000999, "p = 9.99e-4"),  # not "1.0e-3"
+    (0.00099996, "p = 9.9996e-4"),  # "1.0e-3", "1.00e-3", "1.000e-3" all read as 0.001
+    (0.001, "p = 0.0010"),
+    (0.0625, "p = 0.062"),
+    (1.0, "p = 1.0"),
+    (1e-6, "p = 1.0e-6"),
+    (9.99e-7, "p < 1e-6"),
+])
+def test_format_p_never_rounds_across_a_level(p, text):
+    assert format_p(p) == text
+    shown = float(text.split()[-1])
+    for level in (0.1, 0.05, 0.01, 0.001):
+        assert (shown < level) == (p < level)
+
+
+def test_verdict_calls_a_run_better_only_when_test_and_ci_agree():
+    # both=13, lost=0, gained=5, neither=12, n = 30. McNemar: p = 2 * P(X <= 0), X ~ Bin(5, 1/2)
+    # = 2/32 = 0.0625, not below 0.05. Newcombe: p1 = 13/30 = 0.4333, Wilson (0.2738, 0.6080);
+    # p2 = 18/30 = 0.6, Wilson (0.4232, 0.7541); phi = (13*12 - 0*5) / sqrt(13*17*18*12) = 0.7140;
+    # down = sqrt(0.1768^2 - 2 * 0.7140 * 0.1768 * 0.1747 + 0.1747^2) = sqrt(0.01767) = 0.1329,
+    # so the CI starts at 0.1667 - 0.1329 = +0.034 > 0: it excludes 0 while the test does not reject.
+    # This once printed "no significant difference" beside a CI of +3.4 to +28.5.
+    r = mcnemar_exact(*pairs(both=13, lost=0, gained=5, neither=12))
+    assert r.p_value == 0.0625 and r.ci95[0] == pytest.approx(0.0337, abs=1e-4)
+    assert verdict(r) == ("borderline, after ahead (the 95% CI excludes 0 but p >= 0.05): +16.7 points "
+                          "(95% CI +3.4 to +28.5), McNemar exact p = 0.062, n = 30")
+    mirrored = verdict(mcnemar_exact(*pairs(both=13, lost=5, gained=0, neither=12)), before="sft", after="rl")
+    assert mirrored.startswith("borderline, sft ahead (the 95% CI excludes 0 but p >= 0.05): -16.7 points")
+    # at alpha = 0.1 the test agrees with the CI; the CI is still the 95% one
+    assert verdict(r, alpha=0.1).startswith("after is better: +16.7 points (95% CI +3.4 to +28.5)")
+    # the other disagreement (test rejects, CI includes 0), hand-built: McNemar with Newcombe's
+    # interval gave none in a search of small tables (n < 60), a paired bootstrap can
+    r = McNemarResult(n=40, before_correct=20, after_correct=27, b=1, c=8, difference=0.175,
+                      ci95=(-0.004, 0.33), p_value=0.039)
+    assert verdict(r).startswith("borderline, after ahead (p < 0.05 but the 95% CI includes 0): +17.5 points "
+                                 "(95% CI -0.4 to +33.0), McNemar exact p = 0.039")

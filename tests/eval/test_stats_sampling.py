@@ -349,6 +349,27 @@ def test_paired_verdict_wording():
                                  "paired permutation p = 0.0030, n = 500 problems x 3 seeds")
 
 
+def test_paired_verdict_says_when_test_and_ci_disagree():
+    # 16 problems, one seed: 4 gained, none lost. Exact sign flips: the sum is 4 unless one of the
+    # 4 nonzero differences flips, so p = P(|sum| >= 4) = 2 * 2^12 / 2^16 = 0.125. The bootstrap
+    # draws 16 problems with replacement and misses all 4 gained ones with probability
+    # (12/16)^16 = 0.010 < 0.025, so its 2.5% quantile is above 0: the CI excludes 0.
+    before, after = np.zeros(16), np.zeros(16)
+    after[:4] = 1
+    before[8:] = after[8:] = 1
+    r = paired_bootstrap(before, after)
+    assert r.p_value == 0.125 and r.ci95[0] > 0
+    assert paired_verdict(r, "sft", "rl") == (
+        "borderline, rl ahead (the 95% CI excludes 0 but p >= 0.05): +25.0 points (95% CI +6.2 to +50.0), "
+        "exact paired permutation p = 0.12, n = 16 problems")
+    # the other way round, hand-built: the permutation test rejects, the bootstrap CI reaches below 0
+    r = PairedResult(difference=-0.031, ci95=(-0.060, 0.002), p_value=0.04, n_problems=60, n_seeds=1,
+                     test="paired permutation")
+    assert paired_verdict(r, "sft", "rl") == (
+        "borderline, sft ahead (p < 0.05 but the 95% CI includes 0): -3.1 points (95% CI -6.0 to +0.2), "
+        "paired permutation p = 0.040, n = 60 problems")
+
+
 def test_paired_rejects_bad_input():
     with pytest.raises(ValueError, match="same problems"):
         paired_bootstrap(np.zeros(5), np.zeros(6))

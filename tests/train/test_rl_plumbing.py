@@ -154,3 +154,17 @@ def test_a_steps_metrics_cover_all_its_epochs():
     assert (out["loss"], out["clip_frac"], out["ratio_max"], out["ratio_min"]) == (2.0, 0.25, 1.2, 0.7)
     assert out["grad_norm_nonfinite"] == 1.0 and out["grad_norm"] == float("inf")
     assert over_epochs(rows[:1]) is rows[0]
+
+
+def test_an_eval_breakdown_field_no_problem_has_is_refused_before_training(tiny_llama_dir, tmp_path):
+    """eval.by names a metadata field for the evaluations' breakdown; one that no held-out
+    problem has (a typo, or the MATH recipe's subject,level on GSM8K) is refused before RL and
+    before SFT create anything, not after training at the first evaluation."""
+    from rlvr.cli import run_sft
+
+    with pytest.raises(ValueError, match=r"eval.by field 'bukcet' is in none of the 8 problems' metadata; they have: .*bucket"):
+        train_rl(config(tiny_llama_dir, tmp_path / "rl", eval__by="bukcet"), log_fn=lambda *_: None)
+    assert not (tmp_path / "rl").exists()
+    with pytest.raises(ValueError, match="eval.by field 'bukcet'"):
+        run_sft(config(tiny_llama_dir, tmp_path / "sft", eval__by="bucket, bukcet"))
+    assert not (tmp_path / "sft").exists()
