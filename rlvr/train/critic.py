@@ -125,7 +125,7 @@ def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> di
     """One optimizer step of the clipped value loss, token-mean over the whole batch (all ranks)."""
     norm = global_sum(batch.response_mask.sum().float()).clamp(min=1)
     optimizer.zero_grad(set_to_none=True)
-    loss_total, clipped = 0.0, 0.0
+    sums = torch.zeros(2, dtype=torch.float64, device=critic.device)  # [loss, clipped tokens]: read once, at the end
     critic.train()
     for _, mb in micro_batches(batch, cfg.rl.micro_batch_size, critic):  # blank ones add nothing: no response tokens
         t, ids, attn = _rows(mb, critic.device)
@@ -134,8 +134,8 @@ def update_critic(critic: ValueModel, optimizer, batch: RolloutBatch, cfg) -> di
                                             mb.returns[:, :t].to(critic.device), mask, cfg.critic.value_clip)
         loss = per_token.sum() / norm
         loss.backward()
-        loss_total += loss.item()
-        clipped += was_clipped.sum().item()
+        sums += torch.stack([loss.detach().double(), was_clipped.sum().double()])
+    loss_total, clipped = sums.tolist()
     sum_gradients(critic.parameters())
     grad_norm = torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.critic.grad_clip)
     return {"value_loss": loss_total, "value_clip_frac": clipped / float(norm),

@@ -81,9 +81,12 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     keep = gradient_rows(model, batch, cfg)
     if len(keep) < rows:
         batch = batch.select(keep)
-    sums = {"loss": 0.0, "clip_frac": 0.0, "entropy": 0.0, "kl": 0.0, "approx_kl": 0.0, "logprob_mismatch": 0.0,
-            "ratio_mean": 0.0}
-    ratio_max, ratio_min = float("-inf"), float("inf")  # over the tokens computed: 1.0 need not be among them
+    names = ("loss", "clip_frac", "entropy", "kl", "approx_kl", "logprob_mismatch", "ratio_mean")
+    # the metrics' sums stay on the model's device until the end: reading one per micro-batch
+    # (.item()) would make a GPU wait for every micro-batch's kernels before queueing the next
+    sums = torch.zeros(len(names), dtype=torch.float64, device=model.device)  # [metrics] in `names` order
+    # the ratio's range over the tokens computed (1.0 need not be among them): [max, -min]
+    extremes = torch.full((2,), float("-inf"), device=model.device)
     autocast = run_autocast(cfg.model)
     for _, mb in dist_utils.micro_batches(batch, rl.micro_batch_size, model):
         # [b, t] each, float32; the forward under autocast, the loss and backward below outside it
@@ -100,17 +103,18 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
         loss = aggregation.aggregate(rl.aggregation, out.per_token, mask, norm)
         loss.backward()
         m = mask.float()
-        sums["loss"] += loss.item()
-        sums["clip_frac"] += (out.clipped.float() * m).sum().item()
-        sums["entropy"] += (ent.detach() * m).sum().item()
-        sums["kl"] += 0.0 if out.kl is None else (out.kl * m).sum().item()
-        sums["approx_kl"] += (kl_fns.k3(old, lp.detach()) * m).sum().item()  # KL(old || new), k3
-        sums["ratio_mean"] += (out.ratio * m).sum().item()
-        if on_policy:  # the engine's sampling logprobs vs the trainer's, same weights
-            sums["logprob_mismatch"] += ((mb.old_logprobs[:, :t].to(lp.device) - lp.detach()).abs() * m).sum().item()
-        if m.any():
-            ratio_max = max(ratio_max, float(out.ratio[mask].max()))
-            ratio_min = min(ratio_min, float(out.ratio[mask].min()))
+        zero = torch.zeros((), device=lp.device)
+        mismatch = zero  # on-policy: the engine's sampling logprobs vs the trainer's, same weights
+        if on_policy:
+            mismatch = ((mb.old_logprobs[:, :t].to(lp.device) - lp.detach()).abs() * m).sum()
+        sums += torch.stack([
+            loss.detach(), (out.clipped.float() * m).sum(), (ent.detach() * m).sum(),
+            zero if out.kl is None else (out.kl * m).sum(),
+            (kl_fns.k3(old, lp.detach()) * m).sum(),  # KL(old || new), k3
+            mismatch, (out.ratio * m).sum()]).double()
+        ratio = out.ratio.detach().float()
+        extremes = torch.maximum(extremes, torch.stack([torch.where(mask, ratio, -torch.inf).max(),
+                                                        torch.where(mask, -ratio, -torch.inf).max()]))
     computed, total = global_sum(torch.tensor([len(batch), rows], dtype=torch.float64)).tolist()
     if computed == 0:  # every gradient is zero: AdamW still steps (momentum, weight decay) as it would
         for p in model.parameters():
@@ -119,6 +123,9 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     sum_gradients(model.parameters())
     # per-token metrics are this rank's share of the global token mean: reduce_metrics sums them
     n_tokens = float(global_sum(batch.response_mask.sum()))
+    sums = dict(zip(names, sums.tolist()))  # the one wait for the device
+    ratio_max, neg_min = extremes.tolist()
+    ratio_min = -neg_min
     loss = sums.pop("loss")
     per_token = {k: v / n_tokens if n_tokens else float("nan") for k, v in sums.items()}  # nan: logged as null
     # the rows left out as gradient-free: this rank's share of the batch's fraction (summed too)
