@@ -109,15 +109,16 @@ def _rows(batch: RolloutBatch, device) -> tuple[int, Tensor, Tensor]:
 def critic_values(critic: ValueModel, batch: RolloutBatch, micro_batch_size: int,
                   rows: Tensor | None = None) -> Tensor:
     """Rollout-time values [B,T], 0 off the response; only for `rows` [n] when given (the others stay 0)."""
-    out = torch.zeros(batch.response_mask.shape)
+    out = torch.zeros(batch.response_mask.shape, device=critic.device)  # [B, T] copied back once, at the end
     rows = torch.arange(len(batch)) if rows is None else rows
     part = batch if len(rows) == len(batch) else batch.select(rows)
     with eval_mode(critic):  # V_old, the clipped value loss's anchor: no dropout
         for s, mb in micro_batches(part, micro_batch_size, critic):
             t, ids, attn = _rows(mb, critic.device)
-            values = critic(ids, attn).cpu()
+            values = critic(ids, attn).float()
             if s is not None:  # None: a blank micro-batch that keeps a sharded critic's ranks in step
-                out[rows[s : s + len(mb)], :t] = values
+                out[rows[s : s + len(mb)].to(out.device), :t] = values
+    out = out.cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 

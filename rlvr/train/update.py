@@ -25,7 +25,9 @@ from rlvr.types import RolloutBatch
 def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Token logprobs [B,T] under `model` (the reference, or the policy before an update), no grad;
     only for `rows` [n] when given (the others stay 0)."""
-    out = torch.zeros_like(batch.old_logprobs)
+    # filled on the model's device and copied back once: a copy per micro-batch would make a GPU
+    # wait for each micro-batch's forward before queueing the next
+    out = torch.zeros(batch.old_logprobs.shape, device=model.device)  # [B, T]
     rows = torch.arange(len(batch)) if rows is None else rows
     part = batch if len(rows) == len(batch) else batch.select(rows)  # rows are in order: all of them is the batch
     autocast = run_autocast(cfg.model)
@@ -33,7 +35,8 @@ def frozen_logprobs(model, batch: RolloutBatch, cfg: Config, rows: torch.Tensor 
         for s, mb in dist_utils.micro_batches(part, cfg.rl.micro_batch_size, model):
             lp, _ = token_stats(model, mb, cfg.rl.temperature, autocast=autocast)
             if s is not None:  # None: a blank micro-batch that keeps a sharded model's ranks in step
-                out[rows[s : s + len(mb)], : lp.shape[1]] = lp.float().cpu()
+                out[rows[s : s + len(mb)].to(out.device), : lp.shape[1]] = lp.float()
+    out = out.cpu()
     return torch.where(batch.response_mask, out, torch.zeros_like(out))
 
 
