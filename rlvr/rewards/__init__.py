@@ -15,6 +15,7 @@ from math import isfinite  # not `import math`: the submodule rlvr.rewards.math 
 from typing import Callable
 
 from rlvr.registry import Registry
+from rlvr.rewards.guard import WorkerStartError
 from rlvr.types import Sample
 
 Reward = Callable[[str, Sample], float]
@@ -199,9 +200,12 @@ def _score_list(fn: Reward, texts: list[str], samples: list[Sample]) -> tuple[li
 
 def safe_score(reward: Reward, text: str, sample: Sample) -> tuple[float, bool]:
     """(score, ok): the reward's float, or (0.0, False) when it raised or returned a non-number
-    (NaN and infinities included: they would poison every advantage of the batch)."""
+    (NaN and infinities included: they would poison every advantage of the batch). A verifier
+    whose workers cannot start (WorkerStartError) is no bad input: it raises."""
     try:
         value = float(reward(text, sample))
+    except WorkerStartError:
+        raise
     except Exception:  # noqa: BLE001 - a reward bug must cost a score of 0, not the run
         return 0.0, False
     return (value, True) if isfinite(value) else (0.0, False)

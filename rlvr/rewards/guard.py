@@ -23,6 +23,11 @@ import threading
 import time
 
 
+class WorkerStartError(RuntimeError):
+    """No worker of a pool has ever started (a broken install, a target that cannot be imported).
+    Every call would fail, so callers let this through rather than score each item 0."""
+
+
 def _load(target: str):
     """"package.module:function", or "/path/to/file.py:function" (imported alone, without its
     package: a worker then loads only what that file imports)."""
@@ -82,8 +87,8 @@ class _Worker:
 
     def error_tail(self) -> str:
         try:
-            self.stderr.seek(0)
-            return self.stderr.read()[-1500:].decode(errors="replace")
+            self.stderr.seek(max(0, self.stderr.seek(0, os.SEEK_END) - 1500))  # long if the target prints
+            return self.stderr.read().decode(errors="replace")
         except Exception:  # noqa: BLE001
             return ""
 
@@ -97,7 +102,9 @@ class GuardedPool:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.target, self.n, self.timeout, self.startup_timeout = target, max(1, workers), timeout, startup_timeout
         self.memory_mb = memory_mb  # address-space limit of a worker: a runaway expansion fails, not the host
-        self.failed_starts = 0  # workers in a row that died before they could answer
+        self.failed_starts = 0  # workers in a row that died or hung before they could answer
+        self.started = False  # has any worker of this pool ever answered its ping
+        self.start_error = ""  # why the last worker that failed to start did
         self.workers: list[_Worker] = []
         self.lock = threading.Lock()  # one map at a time; callers from several threads queue here
         self.pid = os.getpid()
@@ -105,7 +112,12 @@ class GuardedPool:
         atexit.register(self.close)
 
     def _spawn(self) -> _Worker:
-        w = _Worker(self.target, self.memory_mb)
+        try:
+            w = _Worker(self.target, self.memory_mb)
+        except OSError as e:  # no process at all (out of memory, no such interpreter)
+            if self.started:
+                raise
+            raise WorkerStartError(f"{self.target}: cannot start a worker process: {e}") from e
         w.send(-1, None, self.startup_timeout)  # a ping: the first reply comes once imports are done
         return w
 
@@ -132,10 +144,7 @@ class GuardedPool:
                             line = w.read_line()
                         except EOFError:  # the worker died (out of memory, a crash): always replace it
                             if w.job == -1:  # before its first answer: it cannot start at all
-                                self.failed_starts += 1
-                                if self.failed_starts >= 3:
-                                    raise RuntimeError(f"{self.target}: worker processes exit before they start:\n"
-                                                       f"{w.error_tail()}") from None
+                                self._start_failed(w, "exited")
                             elif w.job is not None:
                                 out[w.job] = (None, "error: worker exited")
                             self._replace(sel, w)
@@ -146,7 +155,7 @@ class GuardedPool:
                         if w.job is not None and w.job >= 0:
                             out[w.job] = (value, error)
                         elif w.job == -1:
-                            self.failed_starts = 0
+                            self.failed_starts, self.started = 0, True
                         w.job = None
                     now = time.monotonic()
                     for w in list(self.workers):
@@ -154,7 +163,11 @@ class GuardedPool:
                             if w.job >= 0:
                                 out[w.job] = (None, "timeout")
                                 self.timeouts += 1
+                            else:  # hung while importing
+                                self._start_failed(w, f"hung for {self.startup_timeout:g} s")
                             self._replace(sel, w)
+                    if self.failed_starts >= 3:  # it ran before: fail what is left of this call, try again next call
+                        self._abandon(out, todo, f"error: workers cannot restart: ...{self.start_error[-200:]}")
                     self._dispatch(sel, todo, items)
             except BaseException:  # a worker still busy would answer an item of this call in the next one
                 for w in [w for w in self.workers if w.job is not None]:
@@ -164,6 +177,30 @@ class GuardedPool:
             finally:
                 sel.close()
             return out  # type: ignore[return-value]
+
+    def _start_failed(self, w: _Worker, how: str) -> None:
+        """A worker that died or hung before its first reply. Three in a row, and no worker of this
+        pool has ever started: raise, since every call would fail (a broken install: the run must
+        stop, not train on rewards of 0). A pool that did run (a crash, memory pressure mid-run)
+        fails the rest of this call instead (see `map`): each item is an error the caller counts,
+        and the next call tries again."""
+        self.failed_starts += 1
+        self.start_error = (f"{self.target}: the worker processes could not start (3 in a row; the last one {how} "
+                            f"before its first reply). Its stderr:\n{w.error_tail()}")
+        if self.failed_starts >= 3 and not self.started:
+            raise WorkerStartError(self.start_error) from None
+
+    def _abandon(self, out: list, todo: list[int], error: str) -> None:
+        """Every item not yet answered fails with `error`; no worker is left busy."""
+        for w in [w for w in self.workers if w.job is not None]:
+            if w.job >= 0:
+                out[w.job] = (None, error)
+            w.kill()
+            self.workers.remove(w)
+        for i in todo:
+            out[i] = (None, error)
+        todo.clear()
+        self.failed_starts = 0
 
     def _dispatch(self, sel, todo: list[int], items: list[tuple]) -> None:
         """Give every idle worker the next item. A worker whose pipe is broken (it died between
@@ -211,10 +248,14 @@ def _serve(target: str, memory_mb: int, parent: int | None = None, lives_with: s
         threading.Thread(target=watch, daemon=True).start()
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    # replies go out on a private copy of the stdout pipe; fd 1 and sys.stdout become stderr, so what the target
+    # prints (a library's warning, a C extension's printf) cannot break the reply protocol
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     module, fn = _load(target)
     if hasattr(module, "warmup"):  # heavy imports now, before the first call's time limit starts
         module.warmup()
-    out = sys.stdout.buffer
     for raw in sys.stdin.buffer:
         args = json.loads(raw)
         if args is None:

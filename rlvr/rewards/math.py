@@ -2,7 +2,8 @@
 
 Extraction is in rewards/math_extract.py, normalisation and equivalence in math_equiv.py; every check
 that needs algebra runs there, in worker processes with a hard time limit (rewards/guard.py), so
-`verify` never raises and never hangs, from any thread or process.
+`verify` never hangs, from any thread or process, and raises only when those workers cannot start
+at all (guard.WorkerStartError: a broken install would otherwise score every answer 0).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from rlvr.rewards import REWARDS
 from rlvr.rewards import math_equiv
+from rlvr.rewards.guard import GuardedPool, WorkerStartError
 from rlvr.rewards.math_equiv import equivalent
 from rlvr.rewards.math_extract import extract_answer
 from rlvr.types import Sample
@@ -22,12 +24,10 @@ MAX_ANSWER_CHARS = 1000  # a longer "final answer" is no answer (and would make 
 
 # ---------------------------------------------------------------- the guarded API and the reward
 
-_POOLS: dict[tuple[int, float], object] = {}
+_POOLS: dict[tuple[int, float], GuardedPool] = {}
 
 
-def _pool(workers: int, timeout: float):
-    from rlvr.rewards.guard import GuardedPool
-
+def _pool(workers: int, timeout: float) -> GuardedPool:
     key = (workers, timeout)
     if key not in _POOLS:
         # by file path: the worker imports math_equiv alone, not the rlvr package (and torch)
@@ -49,8 +49,9 @@ def _fast(gold: str, answer: str) -> bool | None:
 
 
 class Verdicts(list):
-    """verify_batch's booleans, with `failures`: checks that timed out or raised in a worker (each
-    scored False). rlvr.rewards.score_many counts them with the reward errors."""
+    """verify_batch's booleans, with `failures`: checks that timed out, raised in a worker, or never
+    ran because the workers broke mid-run (each scored False). rlvr.rewards.score_many counts them
+    with the reward errors."""
 
     failures: int = 0
 
@@ -76,7 +77,13 @@ def verify_batch(items: list[tuple[str, str] | tuple[str, str, str | None]], mod
             args.append((gold, answer, problem))
     failures = 0
     if args:
-        for i, (value, error) in zip(pending, _pool(workers, timeout).map(args)):
+        try:
+            results = _pool(workers, timeout).map(args)
+        except WorkerStartError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the pool broke mid-call (a reply it could not read): each item failed
+            results = [(None, f"error: {type(e).__name__}: {e}")] * len(args)
+        for i, (value, error) in zip(pending, results):
             out[i] = bool(value)
             failures += error is not None
     verdicts = Verdicts(bool(x) for x in out)
@@ -85,21 +92,31 @@ def verify_batch(items: list[tuple[str, str] | tuple[str, str, str | None]], mod
 
 
 def verify(gold: str, response: str, problem: str | None = None, mode: str = "strict", timeout: float = 5.0) -> bool:
-    """Is the final answer of `response` the gold answer? Never raises, never hangs."""
+    """Is the final answer of `response` the gold answer? Never hangs; raises only WorkerStartError
+    (the verifier cannot run at all)."""
     try:
         return verify_batch([(gold, response, problem)], mode, workers=1, timeout=timeout)[0]
+    except WorkerStartError:
+        raise
     except Exception:  # noqa: BLE001 - a reward must return
         return False
 
 
 def same_answer(a: str, b: str, timeout: float = 5.0) -> bool:
-    """Are two extracted answers the same object (for maj@k voting)? Guarded like `verify`."""
+    """Are two extracted answers the same object (for maj@k voting)? Guarded like `verify`.
+
+    Each must match the other as the gold: maj@k groups answers, and a one-way match would make the
+    groups depend on the order the answers come in; the gold-only leniencies (the gold's "5\\%" is 5,
+    its trailing words a unit) do not apply between two answers."""
     try:
-        quick = _fast(a, b)
-        if quick is not None:
-            return quick
-        value, _error = _pool(1, timeout).map([(a, b, None)])[0]
-        return bool(value)
+        pairs = [(a, b, None), (b, a, None)]
+        quick = [_fast(x, y) for x, y, _ in pairs]
+        if False in quick:
+            return False
+        slow = [pair for pair, q in zip(pairs, quick) if q is None]
+        return all(bool(value) for value, _error in (_pool(1, timeout).map(slow) if slow else []))
+    except WorkerStartError:
+        raise
     except Exception:  # noqa: BLE001
         return False
 

@@ -5,14 +5,16 @@ false reject hides progress. Extraction (the last box, <answer> tags, hedges) is
 math_extract.py; here:
 
 1. Normalisation (`_clean`) of what math-verify misses: thin-space and `{,}` thousands, a
-   trailing period, `\\pmod`, ordinals, degrees, units and `\\$` (from a list, or a non-committal
-   `\\text{}` after a value), `\\text{}` words, repeating decimals (`0.\\overline{3}` = 1/3),
-   multiple-choice letters with text, percent in words.
+   trailing period, `\\pmod`, ordinals, degrees, units and `\\$` (from a list; after the gold's
+   value, any `\\text{}` words), magnitude words (`4 \\text{ thousand}` = 4000), `\\text{}` words,
+   repeating decimals (`0.\\overline{3}` = 1/3), multiple-choice letters with text, percent in words.
 2. Equivalence (`equivalent`): the structure first, from the strings: an ordered tuple or an
    interval keeps its order and bracket types, a set or a list of solutions is unordered, a
    union is a set of intervals, `a \\pm b` is the list (a + b, a - b); hedges ("or" inside the
-   answer) and stray words are refused; then each element with math-verify's parser
-   (latex2sympy2): numbers compare exactly (rationals as rationals, others by a zero simplified
+   answer, unless the gold lists several solutions) and stray words are refused; an equation
+   counts for the value on its right only when its left is a label (`x =`, `f(2) =`) or a true
+   statement about numbers (`\\frac{10}{2} = 5`, not `2x = 4`); then each element with
+   math-verify's parser (latex2sympy2): numbers compare exactly (rationals as rationals, others by a zero simplified
    difference or 100 digits; infinities only equal themselves), so a rounded decimal is not the
    exact fraction; `5\\%` is not 5 unless the problem asks for a percent; variables keep their
    case; symbolic expressions use math-verify's `verify`.
@@ -54,14 +56,26 @@ _UNIT_WORDS = (
 _PLAIN_UNITS = (
     r"(?:(?:square|cubic|sq)\s+)?(?:units?|cm|centimeters?|meters?|km|kilometers?|mm|inch(?:es)?|feet|foot|ft|"
     r"yards?|miles?|mph|hours?|minutes?|seconds?|days?|weeks?|months?|years?|grams?|kg|pounds?|lbs|ounces?|liters?|"
-    r"gallons?|cents?|dollars?|degrees?|points?|people|students|cups?|pages?|ways)"
+    r"gallons?|cents?|dollars?|degrees?|points?|people|students|cups?|pages?|ways|calories?|tons?|acres?|quarts?|"
+    r"pints?|euros?|(?:kilo|milli)(?:grams?|liters?|meters?))"
 )
+# the whole of a \text{} after a value, dropped as a unit: "cm", "square units", "inches per second"
+_UNIT_PHRASE = re.compile(rf"(?:{_PLAIN_UNITS}|{_UNIT_WORDS})(?:\s+per\s+(?:{_PLAIN_UNITS}|{_UNIT_WORDS}))?", re.I)
+_MAGNITUDES = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billion": "10^{9}", "dozen": "12"}
 _NOT_UNITS = {"or", "and", "not", "no", "yes", "is", "are", "wrong", "right", "more", "less", "only", "both", "none",
               "all", "each", "than", "about", "maybe", "either", "neither", "nor", "true", "false", "undefined"}
+# words after a value that change it ("2 \text{ squared}", "3 \text{ minus two}", "5 \text{ times larger}"):
+# never a unit in an answer (a magnitude word that scales is read as its number first)
+_CHANGES = {"squared", "cubed", "minus", "plus", "times", "divided", "over", "through", "to", "larger", "smaller",
+            "greater", "fewer", "half", "halves", "thirds", "quarters", "fourths", "fifths", "tenths", "hundredths",
+            "root", "roots", "power", "factorial", "hundred", "hundreds", "thousand", "thousands", "million",
+            "millions", "billion", "billions", "dozen", "dozens", "percent", "off", "lower", "higher", "least",
+            "most", "double", "triple", "twice", "thrice"}
 
 
-def _clean(s: str) -> str:
-    """A normal form of one answer string (not yet split into elements)."""
+def _clean(s: str, gold: bool = False) -> str:
+    """A normal form of one answer string (not yet split into elements). The `gold` (trusted data)
+    may end in any \\text{} words after its value ("45 \\text{ handshakes}"): they are its unit."""
     s = re.sub(r"\s+", " ", _strip_math(s))  # first: no pattern below ever scans a long blank run
     s = re.sub(r"\\text\{\s*(?:\\%|percent)\s*\}|\s*\bpercent\b|(?<=\d)percent\b", r"\\%", s)  # words -> \%
     s = re.sub(r"\\(?:left|right|big|Big|bigg|Bigg)(?=[()\[\]|.]|\\[{}|])", "", s)
@@ -87,13 +101,20 @@ def _clean(s: str) -> str:
     s = re.sub(r"\(\s*([0-9A-Za-z]+)\s*\)\s*_\s*\{?\s*(\d+)\s*\}?", r"\1_{\2}", s)  # (52)_8 -> 52_{8}
     s = re.sub(r"(?<![\w}])([0-9A-Za-z]+)_(\d+)\b", r"\1_{\2}", s)  # 52_8 -> 52_{8}
     s = s.replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\varnothing(?![A-Za-z])|\\\{\s*\\\}", r"\\emptyset", s)
+    s = re.sub(r"(\d)\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*(hundred|thousand|million|billion|dozen)\s*\}|"
+               r"(hundred|thousand|million|billion|dozen)\b)(?!\s*\d)",  # 4 thousand: 4000; 1 thousand 200: no
+               lambda m: f"{m[1]} \\times {_MAGNITUDES[(m[2] or m[3]).lower()]}", s, flags=re.I)
     s = re.sub(r"\\(?:text|textbf|textit|mathrm|mbox|mathbf|operatorname)\s*\{\s*" + _UNIT_WORDS + r"(?:\^?\{?\d\}?)?\s*\}"
                r"(?:\s*\^\s*\{?\d\}?)?", "", s, flags=re.I)
     s = re.sub(r"(?<=[\d}])\s+" + _PLAIN_UNITS + r"(?:\^\{?\d\}?)?\s*$", "", s, flags=re.I)
-    # words in \text at the end, after a value, are units: "2,000 \text{ calories}", "12\pi \text{ inches per
-    # second}", "\frac{13}{15}\text{ of the pie}" -- unless they say something ("3 \text{ or more}", "is wrong")
+    # \text at the end, after a value: a unit ("2,000 \text{ calories}", "12\pi \text{ inches per second}",
+    # "45 \text{ handshakes}"), unless its words say something ("3 \text{ or more}") or, in an answer, change the
+    # value ("2 \text{ squared}"); the gold, trusted data, may end in any words ("\frac{13}{15}\text{ of the pie}")
     m = re.fullmatch(r"(.*?[\w}])\s*\\(?:text|mbox|mathrm)\s*\{\s*([A-Za-z][A-Za-z ]*?)\s*\}(?:\s*\^\s*\{?\d\}?)?", s.strip())
-    if m and not {w.lower() for w in m.group(2).split()} & _NOT_UNITS and not re.search(r"\\text|\\mbox", m.group(1)):
+    if m and not re.search(r"\\text|\\mbox", m.group(1)) and (
+            _UNIT_PHRASE.fullmatch(m.group(2))
+            or not set(m.group(2).lower().split()) & (_NOT_UNITS if gold else _NOT_UNITS | _CHANGES)):
         s = m.group(1)
     s = s.strip().rstrip(".").strip()
     s = re.sub(r"\s+", " ", s)
@@ -242,7 +263,7 @@ def prefilter(gold: str, answer: str) -> tuple[bool | None, str, str]:
     """The string-level first steps of `equivalent`, cheap enough to run in the caller's process:
     (True / False when they decide, else None, and both answers normalised)."""
     mods_g, mods_a = _MOD.findall(gold), _MOD.findall(answer)
-    g, a = _clean(gold), _clean(answer)
+    g, a = _clean(gold, gold=True), _clean(answer)
     if (mods_g and mods_a and mods_g != mods_a) or not a:
         return False, g, a  # 2 (mod 5) is not 2 (mod 7), though both clean to 2
     if _THOUSANDS.fullmatch(g) and re.search(r",\s", a):
@@ -259,7 +280,11 @@ def equivalent(gold: str, answer: str, problem: str | None = None) -> bool:
     if verdict is not None:
         return verdict
     if _HEDGED.search(_plain_text(a)) and not _HEDGED.search(_plain_text(g)):
-        return False  # "2 \text{ or } 3", "2 (or 3)": a hedge is no answer
+        listed = _OR.sub(", ", a)  # "x = 1 \text{ or } x = 2" lists the solutions 1, 2 ...
+        kind, items = _structure(g)
+        if kind != "set" or len(items) < 2 or _HEDGED.search(_plain_text(listed)):
+            return False  # ... but for one value "2 \text{ or } 3", "2 (or 3)" is a hedge, and a hedge is no answer
+        a = listed
     g, a = _unlabel(g, a), _unlabel(a, g)
     if _key(g) == _key(a):
         return True
@@ -274,8 +299,8 @@ def equivalent(gold: str, answer: str, problem: str | None = None) -> bool:
     return _same(_structure(g), _structure(a), problem)
 
 
-_SIMPLE_LHS = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?(?:\([A-Za-z]\))?|\\[A-Za-z]+|"
-                         r"\(\s*[A-Za-z](?:\s*,\s*[A-Za-z])+\s*\))\s*=(?!=)")  # x =, f(x) =, \theta =, (p,q,r) =
+_SIMPLE_LHS = re.compile(r"^\s*(?:[A-Za-z](?:_\{?\w+\}?)?(?:\((?:[A-Za-z]|-?\d+)\))?|\\[A-Za-z]+|"
+                         r"\(\s*[A-Za-z](?:\s*,\s*[A-Za-z])+\s*\))\s*=(?!=)")  # x =, f(x) =, f(2) =, \theta =, (p,q,r) =
 _IN = re.compile(r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)\s*\\in\s*")
 
 
@@ -292,6 +317,7 @@ def _unlabel(s: str, other: str) -> str:
 
 
 _HEDGED = re.compile(r"\bor\b|\\vee\b|\\lor\b", re.I)
+_OR = re.compile(r"\s*,?\s*(?:\\(?:text|mbox|mathrm)\s*\{\s*or\s*\}|\bor\b|\\vee\b|\\lor\b)\s*", re.I)
 _MOD = re.compile(r"(?:\\(?:p|b)?mod|\bmod)\s*\{?\s*(\d+)")
 
 
@@ -341,7 +367,7 @@ def _percent(s: str) -> tuple[str, bool]:
 
 
 def _scalar(g: str, a: str, problem: str | None) -> bool:
-    g, a = _clean(g), _clean(a)
+    g, a = _clean(g, gold=True), _clean(a)
     if _key(g) == _key(a):
         return True
     g, g_pct = _percent(g)
@@ -357,6 +383,10 @@ def _scalar(g: str, a: str, problem: str | None) -> bool:
         a = _SIMPLE_LHS.sub("", a, count=1)
     if _SIMPLE_LHS.match(g) and _SIMPLE_LHS.match(a) and g.split("=")[0].strip() == a.split("=")[0].strip():
         g, a = g.split("=", 1)[1], a.split("=", 1)[1]
+    if ("=" in g) != ("=" in a):  # math-verify would compare the right side of "2x = 4" with 4
+        g, a = (_stated_value(g) if "=" in g else g), (_stated_value(a) if "=" in a else a)
+        if g is None or a is None:
+            return False
     if _key(g) == _key(a):
         return True
     wg, wa = _words(g), _words(a)
@@ -366,6 +396,17 @@ def _scalar(g: str, a: str, problem: str | None) -> bool:
     if fg is not None and fa is not None:
         return fg == fa
     return _symbolic(g, a)
+
+
+def _stated_value(s: str) -> str | None:
+    """The right side of an equation that is a true statement about numbers ("\\frac{10}{2} = 5",
+    "3! = 6"), else None: "2x = 4", "x^2 = 2", "m + n = 5" state a condition, "0 = 2" a falsehood."""
+    lhs, _, rhs = s.partition("=")
+    try:
+        left, right = _parse(lhs), _parse(rhs)
+        return rhs if left.is_number and right.is_number and _same_number(left, right) else None
+    except Exception:  # noqa: BLE001 - a side that does not parse states nothing
+        return None
 
 
 def _plain_number(s: str) -> Fraction | None:

@@ -63,7 +63,8 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
             last.insert(0, prev)
         contents = list(dict.fromkeys(b[2].strip() for b in last))
         return ", ".join(contents)
-    if mode == "lenient":
+    if mode == "lenient":  # markdown emphasis off first ("The answer is **42**."), not a power ("2**3")
+        text = re.sub(r"(?<![\w*])(\*\*|__)(?=\S)(.+?)(?<=\S)\1(?![\w*])", r"\2", text)
         m = re.findall(r"answer is[:\s]*\$?([^$\n]+?)\$?\s*(?:\.\s*$|\n|$)", text, re.I | re.M)
         if m:
             return _strip_math(m[-1])

@@ -39,6 +39,13 @@ CASES = [
     (r"\$18.90", box(r"18.90"), True, "dollar sign ignored"),
     (r"18.90", box(r"\$18.9"), True, "dollar sign ignored; 18.9 = 18.90"),
     (r"4", box(r"4 \text{ cm}"), True, "units ignored when the number matches"),
+    (r"2000", box(r"2,000 \text{ calories}"), True, "a unit in \\text"),
+    (r"\frac{13}{15}\text{ of the pie}", box(r"\frac{13}{15}"), True, "the gold's trailing words are its unit"),
+    (r"1000000", box(r"1 \text{ million}"), True, "a magnitude word scales"),
+    (r"45", box(r"45 \text{ handshakes}"), True, "a noun after the value is its unit"),
+    (r"5", box(r"5 \text{ pieces of candy}"), True, "a noun phrase after the value is its unit"),
+    (r"5", box(r"5 \text{ times larger}"), False, "words that change the value are no unit"),
+    (r"4000", box(r"4\text{ thousand}"), True, "a magnitude word scales, \\text or not"),
     (r"5", box(r"4 \text{ cm}"), False, "units do not rescue a wrong number"),
     (r"1.5 \times 10^{3}", box(r"1500"), True, "scientific notation"),
     (r"5.4 \text{ cents}", box("5.4¢"), True, "cent sign"),
@@ -89,6 +96,11 @@ CASES = [
     (r"(6,31,-1)", box(r"(p,q,r)=(6,31,-1)"), True, "a labelled tuple"),
     (r"(3,4]", box(r"\lambda \in (3,4]"), True, "membership in an interval"),
     (r"x=3", box(r"3"), True, "the gold is labelled"),
+    (r"3", box(r"f(2) = 3"), True, "a function's value, labelled"),
+    (r"5", box(r"\frac{10}{2} = 5"), True, "a true statement about numbers gives its right side"),
+    (r"4", box(r"2x = 4"), False, "an equation to solve is not its right side"),
+    (r"1, 2", box(r"x = 1 \text{ or } x = 2"), True, "'or' lists the solutions when the gold has several"),
+    (r"1, 2", box(r"x = 1 \text{ or } x = 3"), False, "'or' lists the solutions, and one is wrong"),
     (r"2x+2y=2", box(r"x+y=1"), True, "an equation times a constant"),
     (r"2x+2y=2", box(r"x+y=2"), False, "a different line"),
     # extraction
@@ -123,6 +135,10 @@ def test_extraction_modes():
     assert extract_answer("The answer is 42.") is None
     assert extract_answer("The answer is 42.", mode="lenient") == "42"
     assert extract_answer("so it is 7 apples, then 12", mode="lenient") == "12"
+    assert extract_answer("The answer is **42**.", mode="lenient") == "42"  # markdown bold
+    assert extract_answer("**The answer is 7.**", mode="lenient") == "7"
+    assert extract_answer("The answer is __7__", mode="lenient") == "7"
+    assert extract_answer("so the answer is 2**3", mode="lenient") == "2**3"  # a power, not emphasis
     assert extract_answer(r"x = \boxed{2} and \boxed{3}") == "2, 3"  # joined boxes form one list
     assert extract_answer(r"\boxed{5} or \boxed{5}") == "5"  # a repeat is not a hedge
 
@@ -162,6 +178,7 @@ def test_lenient_reward_for_evaluation():
     sample = Sample(prompt="What is 2+3?", answer="5")
     assert resolve("math")("The answer is 5.", sample) == 0.0
     assert resolve("math_lenient")("The answer is 5.", sample) == 1.0
+    assert resolve("math_lenient")("The answer is **5**.", sample) == 1.0
     assert resolve("math_lenient").batch(["so 2 + 3 = 5", "it is 6"], [sample, sample]) == [1.0, 0.0]
 
 
@@ -206,6 +223,9 @@ WRONG = [
     ("2^{200}", "2^{200}+1"), ("10^{-50}", r"2\cdot 10^{-50}"), ("0", "10^{-60}"),  # exact, not to a tolerance
     ("a+b", "A+B"), (r"\theta", r"\Theta"), ("c", "C"),  # case of variables
     ("12", "1 2"), ("1,200", "1, 200"), ("3", "x=4=3"), (r"2 \pmod 5", r"2 \pmod 7"),
+    ("4", "2x = 4"), ("2", "0 = 2"), ("5", r"2 \cdot 3 = 5"), ("2", "x^2 = 2"), ("5", "m + n = 5"),  # right side only
+    ("1", r"1 \text{ million}"), ("2", r"2 \text{ squared}"), ("3", r"3 \text{ minus two}"),  # words, not units
+    ("1000200", "1 million 200"), ("2", r"2 \text{ or } 2"), ("(1,2)", "1 or 2"),  # "or" lists only for a gold list
 ]
 
 
@@ -244,7 +264,7 @@ def test_guard_survives_dying_workers_and_fails_fast_when_none_can_start():
         assert pool.map([(0,), (0,)]) == [(None, "error: worker exited")] * 2
     pool.close()
     broken = GuardedPool("no_such_module_xyz:f", timeout=2)
-    with pytest.raises(RuntimeError, match="exit before they start"):
+    with pytest.raises(RuntimeError, match="could not start"):
         broken.map([(1,)])
     with pytest.raises(ValueError, match="timeout must be > 0"):
         GuardedPool("os:getpid", timeout=0)
@@ -366,3 +386,91 @@ def test_a_worked_solution_scores_correct_against_its_own_gold():
     assert not verify(gold, box("-3"))
     assert boxed_answer(r"so $x=\boxed{2}$ or $x=\boxed{-3}$.") is None
     assert boxed_answer(r"first \boxed{3}, then more work, finally \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+
+
+def test_same_answer_is_symmetric():
+    """maj@k groups answers with same_answer: a one-way match (the gold's percent sign is a unit)
+    would make the groups depend on the order of the answers."""
+    from rlvr.rewards.math import same_answer
+
+    assert not same_answer("5", r"5\%") and not same_answer(r"5\%", "5")
+    assert same_answer(r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}") and same_answer("0.5", r"\frac12")
+    assert same_answer(r"\varnothing", r"\emptyset") and same_answer(r"\emptyset", r"\{\}")
+
+
+def _target(tmp_path, name: str, source: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    return f"{path}:f"
+
+
+def test_what_the_target_prints_does_not_break_the_replies(tmp_path):
+    from rlvr.rewards.guard import GuardedPool
+
+    noisy = _target(tmp_path, "noisy", "import os\nprint('imported')\n"
+                    "def f(x):\n    print('a library warning')\n    os.write(1, b'from C\\n')\n    return x\n")
+    pool = GuardedPool(noisy, workers=2, timeout=30)
+    assert pool.map([(1,), (2,), (3,)]) == [(1, None), (2, None), (3, None)]
+    pool.close()
+
+
+def test_a_verifier_that_cannot_start_stops_the_run_and_says_why(tmp_path, monkeypatch):
+    """Workers that never start would score every answer 0 (reward_errors 0 too): verify,
+    verify_batch and score_many raise instead, with the worker's stderr."""
+    from rlvr.rewards import math as math_reward
+    from rlvr.rewards import score_many
+    from rlvr.rewards.guard import GuardedPool, WorkerStartError
+    from rlvr.types import Completion
+
+    broken = _target(tmp_path, "broken", "raise SystemExit('sympy is missing: pip install sympy')\n")
+    pool = GuardedPool(broken, timeout=5)
+    monkeypatch.setattr(math_reward, "_pool", lambda workers, timeout: pool)
+    sample = Sample(prompt="p", answer=r"\frac{\sqrt{2}}{2}")
+    response = box(r"\frac{1}{\sqrt{2}}")
+    for call in (lambda: verify(sample.answer, response),
+                 lambda: score_many(resolve("math"), [Completion(response, [1], [0.0], "stop")], [sample])):
+        with pytest.raises(WorkerStartError, match=r"could not start(.|\n)*sympy is missing"):
+            call()
+    hung = GuardedPool(_target(tmp_path, "hung", "import time\ntime.sleep(60)\n"), timeout=5, startup_timeout=0.5)
+    with pytest.raises(WorkerStartError, match="hung for 0.5 s"):
+        hung.map([(1,)])
+
+
+def test_workers_that_cannot_restart_mid_run_fail_items_not_the_run(tmp_path, monkeypatch):
+    """A pool that has run once and then cannot start workers (memory pressure, say): the items of
+    that call fail, each counted as a reward error, and a later call starts workers again."""
+    from rlvr.rewards import math as math_reward
+    from rlvr.rewards import score_many
+    from rlvr.rewards.guard import GuardedPool
+    from rlvr.types import Completion
+
+    marker = tmp_path / "broken"
+    target = _target(tmp_path, "flaky", f"import os, sys\nif os.path.exists({str(marker)!r}):\n"
+                     "    sys.exit('no memory')\n"
+                     "def f(gold, answer, problem=None):\n    if answer == 'die':\n        os._exit(1)\n"
+                     "    return gold == answer\n")
+    pool = GuardedPool(target, timeout=10)
+    assert pool.map([("1", "1")]) == [(True, None)]
+    marker.touch()
+    (value, error), rest = pool.map([("1", "die"), ("2", "2")])
+    assert error == "error: worker exited" and rest[0] is None and "no memory" in rest[1]
+    monkeypatch.setattr(math_reward, "_pool", lambda workers, timeout: pool)
+    sample = Sample(prompt="p", answer="x+1")
+    done = [Completion(box("1+x"), [1], [0.0], "stop")] * 2
+    assert score_many(resolve("math"), done, [sample] * 2) == ([0.0, 0.0], [False, False], 2)
+    marker.unlink()
+    assert pool.map([("3", "3")]) == [(True, None)]
+    pool.close()
+
+
+class _BrokenPool:
+    def map(self, items):
+        raise ValueError("Expecting value: line 1 column 1 (char 0)")  # a reply that is not JSON, say
+
+
+def test_a_pool_that_breaks_mid_call_fails_its_items(monkeypatch):
+    from rlvr.rewards import math as math_reward
+
+    monkeypatch.setattr(math_reward, "_pool", lambda workers, timeout: _BrokenPool())
+    batch = verify_batch([("x+1", box("1+x")), ("2", box("2"))])  # the second needs no worker
+    assert list(batch) == [False, True] and batch.failures == 1
