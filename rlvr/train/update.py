@@ -107,8 +107,9 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
         loss.backward()
         m = mask.float()
         zero = torch.zeros((), device=lp.device)
-        mismatch = zero  # on-policy: the engine's sampling logprobs vs the trainer's, same weights
-        if on_policy:
+        mismatch = zero  # on-policy: the engine's sampling logprobs vs the trainer's, same weights; with
+        # top_p < 1 the engine's are renormalised over the nucleus, so they differ by design (not computed)
+        if on_policy and rl.top_p >= 1.0:
             mismatch = ((mb.old_logprobs[:, :t].to(lp.device) - lp.detach()).abs() * m).sum()
         sums += torch.stack([
             loss.detach(), (out.clipped.float() * m).sum(), (ent.detach() * m).sum(),
@@ -131,6 +132,8 @@ def policy_gradients(model, batch: RolloutBatch, cfg: Config, on_policy: bool) -
     ratio_min = -neg_min
     loss = sums.pop("loss")
     per_token = {k: v / n_tokens if n_tokens else float("nan") for k, v in sums.items()}  # nan: logged as null
+    if not on_policy or rl.top_p < 1.0:
+        per_token["logprob_mismatch"] = float("nan")  # not measured (above)
     # the rows left out as gradient-free: this rank's share of the batch's fraction (summed too)
     skipped = (rows - len(batch)) / max(total, 1.0)
     if not n_tokens:  # no token computed: the ratio's range is unknown too

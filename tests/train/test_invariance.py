@@ -99,3 +99,15 @@ def test_a_per_rank_mean_would_be_caught(tiny_llama_dir):
               for r in (slice(0, RANK_SPLIT), slice(RANK_SPLIT, None))]
     naive = {n: (halves[0][n] + halves[1][n]) / 2 for n in whole}
     assert max((naive[n] - whole[n]).abs().max() for n in whole) > 1e-4
+
+
+def test_logprob_mismatch_is_not_reported_under_top_p(tiny_llama_dir):
+    """With top_p < 1 the engine's logprobs are those of the nucleus, renormalised (the
+    distribution it sampled), so they differ from the trainer's full-softmax ones by design:
+    the metric would read ~0.2 nats of made-up mismatch (a reviewer's measurement at top_p 0.8)."""
+    model, _ = load_policy(str(tiny_llama_dir), dtype="float32")
+    for top_p, measured in ((1.0, True), (0.8, False)):
+        cfg = load_config(None, ["rl.skip_uniform_groups=false", "model.autocast=off", f"rl.top_p={top_p}"])
+        model.zero_grad()
+        value = policy_gradients(model, make_batch(model.config.vocab_size), cfg, on_policy=True)["logprob_mismatch"]
+        assert (value == value) == measured, (top_p, value)  # NaN (logged as null) when not measured
