@@ -90,14 +90,23 @@ def run_sft(cfg):
     model.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
     summary = {"sft": dataclasses.asdict(res), "model": str(out / "model")}
+    # written as soon as the model is whole, so that a stop in the evaluation below loses no
+    # training: sft.json marks SFT done, and a resumed demo reuses the model and redoes the eval
+    _write_json(out / "sft.json", summary)
+    print(f"saved {out / 'model'}")
     heldout = None
     if data.heldout:
         heldout = held_out_eval(engine, tok, eval_problems(data.heldout, cfg.eval), reward, cfg, out / "eval",
                                 "after SFT", str(out / "model"))
         summary["heldout"] = {k: v for k, v in heldout.to_json().items() if k not in ("ids", "scores")}
-    (out / "sft.json").write_text(json.dumps(summary, indent=2))
-    print(f"saved {out / 'model'}")
+        _write_json(out / "sft.json", summary)
     return summary, heldout
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")  # never half written
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
 
 
 def cmd_train(args) -> dict:
@@ -115,6 +124,9 @@ def cmd_train(args) -> dict:
         need_heldout(cfg, "`rlvr train` evaluates the model at the end (pass --no-eval to skip that)")
     result = train_rl(cfg, resume=args.resume)
     if args.eval and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 evaluates
+        from rlvr.train.run_dir import keep_earlier_eval
+
+        keep_earlier_eval(Path(cfg.output_dir) / "eval")  # a resumed run's earlier one: kept, renamed
         eval_model(result["checkpoint"], cfg, Path(cfg.output_dir) / "eval")
     return result
 
@@ -160,6 +172,10 @@ def eval_model(model_path: str, cfg, out: Path | None):
 
 
 def cmd_eval(args) -> None:
+    inside = model_in_run(args.model)
+    if inside:
+        raise SystemExit(f"error: {args.model} is a run folder, not a model; give a model in it, e.g. its last: "
+                         f"--model {inside}")
     # refused before any model loads; --out RUN/eval would replace the run's own final eval
     out = Path(args.out) if args.out else None
     taken = [out / name for name in ("eval.json", "samples.jsonl") if out and (out / name).exists()]
@@ -183,6 +199,18 @@ def cmd_eval(args) -> None:
             overrides.append("eval.by=")  # GSM8K problems have no subject or level
     cfg = _load(recipe, overrides, for_eval=True)
     eval_model(args.model, cfg, out)
+
+
+def model_in_run(path: str) -> Path | None:
+    """For a folder rlvr wrote that is a run, not a model (no config.json, no LoRA adapter): the
+    last model in it, its latest checkpoint (train, or a demo's rl/) or its SFT model; else None."""
+    from rlvr.train import checkpoint
+
+    here = Path(path).expanduser()
+    if not here.is_dir() or (here / "config.json").exists() or (here / "adapter_config.json").exists():
+        return None
+    sft = [m for m in (here / "model", here / "sft" / "model") if (m / "config.json").exists()]
+    return checkpoint.latest(here) or checkpoint.latest(here / "rl") or (sft[0] if sft else None)
 
 
 def run_recipe(model_path: str) -> str | None:
@@ -251,7 +279,7 @@ def cmd_demo(args) -> None:
     from rlvr.demo import run_demo
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
-    run_demo(_load("demo", overrides))
+    run_demo(_load("demo", overrides), resume=args.resume)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,6 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="SFT -> eval -> GRPO -> eval on the embedded tiny model (CPU, minutes)")
     p.add_argument("--out", help="output folder (default: runs/demo)")
+    p.add_argument("--resume", action="store_true", help="continue a stopped demo in --out (give the same "
+                   "overrides; `rlvr train OUT/config.yaml --resume` needs none)")
     p.add_argument("overrides", nargs="*", help="section.field=value")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("sft", help="supervised fine-tuning on worked solutions")

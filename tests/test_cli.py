@@ -182,3 +182,106 @@ def test_demo_writes_its_summary(tmp_path, capsys):
     main(["report", str(tmp_path / "demo")])
     html = (tmp_path / "demo" / "report" / "report.html").read_text()
     assert f"{100 * summary['after']['accuracy']:.1f}%" in html
+
+
+def test_a_resumed_run_keeps_its_earlier_eval_and_settings(user_task, tiny_llama_dir, capsys):
+    """`rlvr train ... --resume` on a finished run, with more steps: the final eval of step 2 was
+    written over by step 3's. It is kept, named for the checkpoint it scored; config.yaml holds
+    the resumed settings and the earlier ones stay beside it."""
+    from rlvr.config import load_config
+
+    root, recipe = user_task
+    args = ["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'r'}"]
+    main(args)
+    main([*args, "rl.steps=3", "--resume"])
+    kept = json.loads((root / "r" / "eval-step-000002" / "eval.json").read_text())
+    assert kept["model"] == str(root / "r" / "checkpoints" / "step-000002")
+    assert (root / "r" / "eval-step-000002" / "samples.jsonl").exists()
+    assert json.loads((root / "r" / "eval" / "eval.json").read_text())["model"].endswith("step-000003")
+    assert f"as {root / 'r' / 'eval-step-000002'}" in capsys.readouterr().out
+    assert load_config(root / "r" / "config.yaml").rl.steps == 3
+    assert load_config(root / "r" / "config.until-step-000002.yaml").rl.steps == 2
+
+
+def test_eval_of_a_run_folder_names_its_checkpoint(user_task, tiny_llama_dir):
+    """`rlvr eval --model RUN` (the run folder, not a model): say which folder to give."""
+    root, recipe = user_task
+    main(["train", str(recipe), f"model.name_or_path={tiny_llama_dir}", f"output_dir={root / 'r'}", "--no-eval"])
+    with pytest.raises(SystemExit, match=rf"{root / 'r'} is a run folder, not a model; give a model in it, e.g. "
+                                         rf"its last: --model {root / 'r' / 'checkpoints' / 'step-000002'}$"):
+        main(["eval", "--model", str(root / "r"), "--out", str(root / "e")])
+    assert not (root / "e").exists()
+
+
+DEMO = ["task.sft_examples=64", "task.sft_val=16", "task.eval_per_bucket=8", "task.rl_problems=64",
+        "sft.max_steps=6", "sft.eval_every=3", "rl.steps=2", "rl.prompts_per_step=4", "rl.max_new_tokens=16",
+        "eval.max_new_tokens=16", "sft.max_new_tokens=16"]
+
+
+def test_a_stopped_demo_says_how_to_continue_and_does(tmp_path, capsys, monkeypatch):
+    """A demo stopped in the eval after SFT threw the finished SFT model away ("holds no finished
+    SFT phase"), and its stop messages pointed to commands that did not work. Each stop now
+    prints the command that continues it; a resume reuses the SFT model, continues RL, and keeps
+    the evaluations and summary of before it under names that say what they scored."""
+    import rlvr.cli
+    from rlvr.train import rl
+
+    out = tmp_path / "demo"
+    again = f"rlvr train {out / 'config.yaml'} --resume"
+    held_out_eval = rlvr.cli.held_out_eval
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rlvr.cli, "held_out_eval", stop)
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(out), *DEMO])
+    assert (out / "sft" / "sft.json").exists() and (out / "sft" / "model" / "model.safetensors").exists()
+    assert f"stopped during the held-out eval of the SFT model (saved in {out / 'sft' / 'model'}); `{again}` reuses it" \
+        in capsys.readouterr().out
+    monkeypatch.setattr(rlvr.cli, "held_out_eval", held_out_eval)
+    steps = {"n": 0}
+    rl_step = rl.rl_step
+    monkeypatch.setattr(rl, "rl_step", lambda *a: rl_step(*a) if (steps.__setitem__("n", steps["n"] + 1)
+                                                                  or steps["n"] < 2) else stop())
+    with pytest.raises(SystemExit):
+        main(["train", str(out / "config.yaml"), "--resume"])
+    printed = capsys.readouterr().out
+    assert "SFT done; held-out eval of its model" in printed and f"continue with: {again}" in printed
+    monkeypatch.setattr(rl, "rl_step", rl_step)
+    main(["train", str(out / "config.yaml"), "--resume"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rl_steps"] == 2 and summary["resumed"] and "total_minutes" not in summary
+    assert "(resumed: earlier sessions not counted)" in capsys.readouterr().out
+    main(["train", str(out / "config.yaml"), "--resume", "rl.steps=3"])  # a finished demo, trained longer
+    assert json.loads((out / "summary-step-000002.json").read_text())["rl_steps"] == 2
+    assert json.loads((out / "rl" / "eval-step-000002" / "eval.json").read_text())["model"].endswith("step-000002")
+    assert json.loads((out / "summary.json").read_text())["rl_steps"] == 3
+    assert (out / "config.until-step-000002.yaml").exists() and (out / "rl" / "config.until-step-000002.yaml").exists()
+    assert [p.name for p in sorted((out / "sft").glob("eval*"))] == ["eval", "eval-model", "eval-model-2"]
+    # RL alone on the demo's folder: refused, with the two commands that do work
+    with pytest.raises(SystemExit, match=rf"continue it with `{again}`, or start RL from its SFT model in a new "
+                                         rf"folder with model.name_or_path={out / 'sft' / 'model'} output_dir="):
+        main(["train", "demo", f"output_dir={out}", "--resume"])
+
+
+def test_a_demo_stopped_during_sft_starts_it_again(tmp_path, capsys, monkeypatch):
+    """SFT is not resumable mid-phase: the stop says so, and `rlvr demo --resume` starts SFT over
+    (the stopped one's folder kept as sft-stopped/) and runs the rest."""
+    import rlvr.train.sft
+
+    out = tmp_path / "demo"
+    train_sft = rlvr.train.sft.train_sft
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rlvr.train.sft, "train_sft", stop)
+    with pytest.raises(SystemExit):
+        main(["demo", "--out", str(out), *DEMO])
+    assert (f"stopped during SFT, which is not resumable mid-phase: `rlvr train {out / 'config.yaml'} --resume` "
+            "starts SFT again from scratch") in capsys.readouterr().out
+    monkeypatch.setattr(rlvr.train.sft, "train_sft", train_sft)
+    main(["demo", "--out", str(out), *DEMO, "--resume"])
+    assert (out / "sft-stopped" / "config.yaml").exists() and (out / "summary.json").exists()
+    assert "SFT had not finished, and is not resumable mid-phase" in capsys.readouterr().out

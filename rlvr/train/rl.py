@@ -263,9 +263,11 @@ def _std(n: float, total: float, squares: float) -> float:
     return max(squares - total * total / n, 0.0) ** 0.5 / (n - 1) ** 0.5
 
 
-def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
+def train_rl(cfg: Config, resume: bool = False, log_fn=print, resume_command: str | None = None) -> dict:
     """Run RL as the recipe says; returns the final metrics row. Writes under cfg.output_dir.
-    Under torchrun every rank samples its share of the prompts; rank 0 writes everything."""
+    Under torchrun every rank samples its share of the prompts; rank 0 writes everything.
+    `resume_command`: what a stop or a failure prints to continue the run (a demo gives its own;
+    by default `rlvr train OUT/config.yaml --resume`, which holds the settings it ran with)."""
     from rlvr.logging import MetricsLog, progress
     from rlvr.tasks import PromptStream, load_task
     from rlvr.train import checkpoint
@@ -276,9 +278,9 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
     root = Path(cfg.output_dir)
     state.check_world(cfg)
     start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
-    if start_from is not None:
-        for change in dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)):
-            log_fn(f"--resume with a changed setting: {change}")
+    changes = dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)) if resume else []
+    for change in changes:
+        log_fn(f"--resume with a changed setting: {change}")
     data = load_task(cfg.task, need=("rl", "heldout"))
     if data.heldout:  # the evaluations' breakdown fields, checked before training rather than at its end
         from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
@@ -290,19 +292,28 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
         torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
     dist_utils.check_replicas_equal(tr.model, "after building the model")
     stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
-    step, elapsed = state.restore(tr, stream, start_from, root, log_fn, cfg) if start_from is not None else (0, 0.0)
+    step, elapsed = state.restore(tr, stream, start_from, cfg, log_fn) if start_from is not None else (0, 0.0)
     saved = step if start_from is not None else None  # the step the newest checkpoint holds
-    if start_from is None and main:  # every input has been checked: only now create the run folder
-        from rlvr.config import save_config
-
-        root.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, root / "config.yaml")
+    if main:  # every input has been checked: only now does the run folder change
+        if resume:  # rows of the steps after the checkpoint: they are about to be redone
+            for name in ("metrics.jsonl", "rollouts.jsonl"):
+                run_dir.drop_rows_after(root / name, step)
+        if not resume or changes:
+            run_dir.record_config(root, cfg, step)
+    if cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s and step < cfg.rl.steps:
+        log_fn(f"rl.time_budget_s={cfg.rl.time_budget_s:g} is spent already ({elapsed:.0f} s trained): no step "
+               f"runs; resume with a larger rl.time_budget_s= (or 0: no limit) to train on to rl.steps={cfg.rl.steps}")
+    if resume_command is None:
+        resume_command = f"rlvr train {root / 'config.yaml'} --resume"
+        if dist_utils.world_size() > 1:
+            resume_command = f"torchrun (as before) -m {resume_command}"
     log = MetricsLog(root / "metrics.jsonl") if main else None
     bar = progress(cfg.rl.steps, step, "rl", disable=not main)
     row: dict = {}
     try:
         while step < cfg.rl.steps and not (cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s):
             t0 = time.perf_counter()
+            doing = f"step {step + 1}"
             row, scored = rl_step(tr, stream, cfg, step)
             row = dist_utils.reduce_metrics(row)
             row["tokens_per_s"] = row["generated_tokens"] / max(row["time_rollout"], 1e-9)
@@ -319,17 +330,23 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print) -> dict:
                 if cfg.rl.log_samples_every and (step == 1 or step % cfg.rl.log_samples_every == 0):
                     run_dir.log_rollouts(root / "rollouts.jsonl", step, scored, cfg.rl.group_size)
             if step % cfg.rl.save_every == 0:
+                doing = f"the checkpoint of step {step}"
                 state.save(tr, stream, cfg, root, step, elapsed)
                 saved = step
-    except KeyboardInterrupt:  # a half-done step is not saved: resume from the last whole checkpoint
         bar.close()
-        log_fn(f"\nstopped during step {step + 1}; last checkpoint: {checkpoint.latest(root)}; continue with --resume")
+        if log:
+            log.close()
+        doing = f"the final checkpoint (step {step})"
+        # the same value on every rank (state.save holds collectives)
+        final = state.save(tr, stream, cfg, root, step, elapsed) if saved != step else checkpoint.latest(root)
+    except (KeyboardInterrupt, Exception) as e:  # Ctrl-C, a full disk, a folder not writable: where the run stands
+        # (a half-done step is not saved: resume continues from the last whole checkpoint)
+        bar.close()
+        last = checkpoint.latest(root) if main else None
+        how = "stopped" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
+        log_fn(f"\n{how} during {doing}; last checkpoint: {last or 'none yet (--resume starts RL from step 0)'}; "
+               f"continue with: {resume_command}")
         raise
-    bar.close()
-    if log:
-        log.close()
-    # the same value on every rank (state.save holds collectives)
-    final = state.save(tr, stream, cfg, root, step, elapsed) if saved != step else checkpoint.latest(root)
     dist_utils.check_replicas_equal(tr.model)
     tr.engine.close()  # vLLM: frees its memory; under torchrun its shutdown also ends the process group
     if owns_group:

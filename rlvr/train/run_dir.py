@@ -1,26 +1,30 @@
-"""The run folder of `rlvr train`: never written over, trimmed on resume, readable samples."""
+"""The run folder of `rlvr train`: never written over, trimmed on resume, its settings and
+evaluations kept across resumes, readable samples."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from rlvr.train import checkpoint
 
 
 def prepare_output(root: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None. Refuses to write over an earlier run."""
+    """The checkpoint to resume from, or None. Refuses to write over an earlier run, and a damaged
+    latest checkpoint (naming the one to continue from instead). Changes nothing: rows of steps
+    about to be redone are dropped by the caller, once every input has been checked."""
     last = checkpoint.latest(root)
     other = _other_phase(root)
     if other and last is None:  # --resume would write RL over it, and drop its metrics
-        raise FileExistsError(f"{root} holds {other}, not an RL run; train into a new folder with output_dir=... "
-                              f"(model.name_or_path={root / 'model'} starts RL from an SFT run's model)")
+        raise FileExistsError(f"{root} holds {other}")
     if resume:
         if last is not None:
+            problem = checkpoint.damage(last)
+            if problem:
+                raise checkpoint.DamagedCheckpoint(last, problem)
             return last
         if (root / "config.yaml").exists():  # stopped before its first checkpoint: start it again, same folder
-            for name in ("metrics.jsonl", "rollouts.jsonl"):
-                drop_rows_after(root / name, 0)
             print(f"--resume: {root} has no checkpoint yet; starting its RL from step 0")
             return None
         raise FileNotFoundError(f"--resume: no run under {root} (no checkpoints, no config.yaml); start without --resume")
@@ -40,9 +44,10 @@ _IDENTITY = ("model.name_or_path", "model.lora_r", "task.name", "task.train_path
 
 
 def check_resume_config(root: Path, cfg) -> list[str]:
-    """Compare the config a resumed run was started with (root/config.yaml) to this one: refuse a
-    change of what the run is (its model, task, reward, algorithm), return the other changes
-    ("rl.steps: 100 -> 200") for the log. rl.steps, budgets and eval settings may change."""
+    """Compare the settings a resumed run last went on with (root/config.yaml, record_config) to
+    this config: refuse a change of what the run is (its model, task, reward, algorithm), return
+    the other changes ("rl.steps: 100 -> 200") for the log. rl.steps, lr, budgets and eval
+    settings may change."""
     import dataclasses
 
     import yaml
@@ -67,13 +72,55 @@ def check_resume_config(root: Path, cfg) -> list[str]:
     return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed]
 
 
+def record_config(root: Path, cfg, step: int) -> None:
+    """OUT/config.yaml holds the settings the run goes on with: those it started with, then those
+    of each resume that changed any (check_resume_config compares the next resume with these, and
+    `rlvr train OUT/config.yaml --resume` continues with them). The settings a resume replaces,
+    which trained the steps up to `step` (its checkpoint), stay as config.until-step-000050.yaml.
+    None are kept for settings that trained no step that remains (a resume from step 0, or a
+    second change from the same checkpoint: the steps after it were dropped)."""
+    from rlvr.config import save_config
+
+    path = root / "config.yaml"
+    kept = root / f"config.until-step-{step:06d}.yaml"
+    if path.exists() and step > 0 and not kept.exists():
+        shutil.copyfile(path, kept)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / "config.yaml.tmp"  # a crash mid-write leaves the previous settings whole
+    save_config(cfg, tmp)
+    tmp.replace(path)
+
+
+def keep_earlier_eval(out: Path) -> Path | None:
+    """Before a run's final evaluation is written into `out` (OUT/eval, a demo's sft/eval and
+    rl/eval), an earlier one there, from before a --resume, moves to a sibling folder named for
+    the model it scored (eval.json says which): eval-step-000002/, never written over. One stopped
+    before its eval.json was written becomes eval-unfinished/. Returns where it went."""
+    if not ((out / "eval.json").exists() or (out / "samples.jsonl").exists()):
+        return None
+    try:
+        model = json.loads((out / "eval.json").read_text())["model"]
+    except (OSError, ValueError, KeyError, TypeError):  # no eval.json: stopped during the evaluation
+        model = None
+    name = f"{out.name}-{Path(str(model)).name}" if model else f"{out.name}-unfinished"
+    dest, n = out.with_name(name), 2
+    while dest.exists():
+        dest, n = out.with_name(f"{name}-{n}"), n + 1
+    out.rename(dest)
+    print(f"kept the earlier evaluation in {out} ({model or 'unfinished'}) as {dest}")
+    return dest
+
+
 def _other_phase(root: Path) -> str | None:
     """What else a folder holds, when it is the output of `rlvr sft` or `rlvr demo` (or a
-    `train` with sft.before_rl), not of an RL run: its name for an error, else None."""
+    `train` with sft.before_rl), not of an RL run: its name and what to do, for an error; else None."""
     if (root / "sft.json").exists():
-        return "an SFT run (sft.json)"
+        return (f"an SFT run (sft.json), not an RL run; train into a new folder with output_dir=... "
+                f"(model.name_or_path={root / 'model'} starts RL from its model)")
     if (root / "summary.json").exists() or (root / "sft").is_dir():
-        return "a demo / SFT-then-RL run (its RL is under rl/; continue it with --resume on that recipe)"
+        return (f"a demo / SFT-then-RL run (its RL is under rl/), not an RL run alone: continue it with "
+                f"`rlvr train {root / 'config.yaml'} --resume`, or start RL from its SFT model in a new folder "
+                f"with model.name_or_path={root / 'sft' / 'model'} output_dir=...")
     metrics = root / "metrics.jsonl"
     if metrics.exists():
         for line in metrics.read_text().splitlines():
@@ -82,7 +129,7 @@ def _other_phase(root: Path) -> str | None:
             except (json.JSONDecodeError, AttributeError):
                 continue
             if phase not in (None, "rl"):
-                return f"a run with {phase!r} metrics"
+                return f"a run with {phase!r} metrics, not an RL run; train into a new folder with output_dir=..."
     return None
 
 

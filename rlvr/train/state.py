@@ -15,7 +15,6 @@ from rlvr.rewards import Reward
 from rlvr.rollout import make_engine
 from rlvr.rollout.hf import HFEngine
 from rlvr.train import distributed as dist_utils
-from rlvr.train import run_dir
 from rlvr.train.critic import ValueModel, load_critic
 from rlvr.train.sft import cosine_schedule
 
@@ -112,34 +111,45 @@ def decoder_layers(lm) -> list[torch.nn.Module]:
     return [m for m in lm.modules() if type(m).__name__ in names]
 
 
-def restore(tr: Trainer, stream, start_from: Path, root: Path, log_fn, cfg: Config | None = None) -> tuple[int, float]:
-    """Optimizer, scheduler, critic optimizer, data cursor and RNG from a checkpoint."""
+def restore(tr: Trainer, stream, start_from: Path, cfg: Config, log_fn=print) -> tuple[int, float]:
+    """Optimizer, scheduler, critic optimizer, data cursor and RNG from a checkpoint, with this
+    config's learning rates, weight decay and schedule (follow_config): a resume may change them."""
     from rlvr.train import checkpoint
 
     state = checkpoint.load_state(start_from)
     dist_utils.load_optimizer_state(tr.model, tr.optimizer, state["optimizer"])
     tr.scheduler.load_state_dict(state["scheduler"])
-    if cfg is not None and "schedule" not in state and policy_steps(cfg) < cfg.rl.steps:
+    if "schedule" not in state and policy_steps(cfg) < cfg.rl.steps:
         # saved before the policy's schedule skipped the critic's warm-up (make_optimizer): its
         # count includes those steps; continue the new schedule where this step puts it
-        done = max(0, state["step"] - (cfg.rl.steps - policy_steps(cfg))) * cfg.rl.inner_epochs
-        sched = tr.scheduler  # a LambdaLR (cosine_schedule)
-        sched.last_epoch = done
-        for group, base, factor in zip(tr.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
-            group["lr"] = base * factor(done)
-        sched._last_lr = [group["lr"] for group in tr.optimizer.param_groups]
+        tr.scheduler.last_epoch = max(0, state["step"] - (cfg.rl.steps - policy_steps(cfg))) * cfg.rl.inner_epochs
     if tr.critic_optimizer is not None:
         dist_utils.load_optimizer_state(tr.critic, tr.critic_optimizer, state["critic_optimizer"])
+    follow_config(tr, cfg)
     stream.load(state["stream"])
     rngs = state.get("rng_by_rank") or [state["rng"]]
     checkpoint.set_rng_state(rngs[dist_utils.rank()] if dist_utils.rank() < len(rngs) else state["rng"])
     if dist_utils.rank() >= len(rngs):  # more ranks than the run that saved it: a stream of its own
         torch.manual_seed(int(torch.randint(2**31, ())) * 7919 + dist_utils.rank())
     log_fn(f"resumed from {start_from} (step {state['step']})")
-    if dist_utils.rank() == 0:
-        for name in ("metrics.jsonl", "rollouts.jsonl"):
-            run_dir.drop_rows_after(root / name, state["step"])
     return state["step"], state["elapsed"]
+
+
+def follow_config(tr: Trainer, cfg: Config) -> None:
+    """After a checkpoint's optimizer and scheduler states are loaded: they hold the lr, weight
+    decay and base lr the run started with, and the lr its old schedule set for the next step.
+    Put this config's in their place, and the lr its schedule (make_optimizer: rl.lr, rl.steps,
+    warmup_steps, min_lr_ratio) gives at the restored count, so a resume that changes any of them
+    trains with the new values from its first step. Unchanged, every value is the one the
+    scheduler itself would set (base * factor(count)): resume stays exact. The critic's AdamW has
+    no schedule: critic.lr throughout."""
+    rl, sched = cfg.rl, tr.scheduler  # a LambdaLR (cosine_schedule), built from this config
+    sched.base_lrs = [rl.lr] * len(tr.optimizer.param_groups)
+    for group, factor in zip(tr.optimizer.param_groups, sched.lr_lambdas):
+        group.update(initial_lr=rl.lr, lr=rl.lr * factor(sched.last_epoch), weight_decay=rl.weight_decay)
+    sched._last_lr = [group["lr"] for group in tr.optimizer.param_groups]
+    for group in tr.critic_optimizer.param_groups if tr.critic_optimizer is not None else ():
+        group.update(lr=cfg.critic.lr, weight_decay=cfg.critic.weight_decay)
 
 
 def save(tr: Trainer, stream, cfg: Config, root: Path, step: int, elapsed: float) -> Path | None:

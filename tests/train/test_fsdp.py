@@ -67,7 +67,7 @@ def train(model_dir, fsdp: bool, rows: slice, out: Path) -> dict:
         if step == 2:  # resume from the checkpoint just written: weights and optimizer moments
             folder = dist_utils.from_rank0(lambda: str(checkpoint.latest(out)))
             tr = state.build_trainer(cfg, Path(folder))
-            state.restore(tr, STREAM, Path(folder), out, log_fn=lambda *_: None)
+            state.restore(tr, STREAM, Path(folder), cfg, log_fn=lambda *_: None)
         norms.append(update(tr, batch, cfg, on_policy=False)["grad_norm"])
         if step == 0:  # summed over ranks, then clipped with the global norm
             grads = {n: p.grad.full_tensor() if fsdp else p.grad.clone() for n, p in tr.model.named_parameters()}

@@ -110,6 +110,93 @@ def test_resume_before_the_first_checkpoint_starts_over_in_place(tiny_llama_dir,
         train_rl(config(tiny_llama_dir, tmp_path / "never"), resume=True, log_fn=lambda *_: None)
 
 
+def test_resume_before_the_first_checkpoint_checks_before_it_changes_anything(tiny_llama_dir, tmp_path):
+    """No checkpoint yet: --resume with another reward is refused as it is with a checkpoint (it
+    skipped the check and wrote its own config.yaml), and a bad input leaves the logged rows."""
+    CALLS.update(n=0, stop_after=8 + 3)
+    with pytest.raises(KeyboardInterrupt):
+        train_rl(config(tiny_llama_dir, tmp_path / "b", rl__steps=2), log_fn=lambda *_: None)
+    CALLS.update(stop_after=None)
+    saved, rows = (tmp_path / "b" / "config.yaml").read_text(), (tmp_path / "b" / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"started with task\.reward="):
+        train_rl(config(tiny_llama_dir, tmp_path / "b", rl__steps=2, task__reward="tests.train.test_recipes:parity_reward"),
+                 resume=True, log_fn=lambda *_: None)
+    with pytest.raises(ValueError, match="eval.by field 'bukcet'"):
+        train_rl(config(tiny_llama_dir, tmp_path / "b", rl__steps=2, eval__by="bukcet"), resume=True, log_fn=lambda *_: None)
+    assert (tmp_path / "b" / "config.yaml").read_text() == saved
+    assert (tmp_path / "b" / "metrics.jsonl").read_text() == rows and rows.count("\n") == 1
+
+
+def test_resume_trains_with_changed_rates_from_its_first_step(tiny_llama_dir, tmp_path, monkeypatch):
+    """--resume with another rl.lr, rl.weight_decay, schedule (rl.steps, warmup, floor) and
+    critic.lr: loading the optimizer and scheduler states put the old rates back (and the old
+    schedule's next lr), while the log said they changed. Now the first resumed step trains at
+    the lr the new schedule gives at the restored count. config.yaml then holds the new
+    settings (the next resume compares with them); the old ones stay as config.until-step-N."""
+    from rlvr.config import load_config as load
+    from rlvr.train import state
+    from rlvr.train.sft import cosine_schedule
+
+    CALLS.update(n=0, stop_after=None)
+    first = dict(rl__advantage="gae", rl__steps=2, rl__lr=1e-3, rl__warmup_steps=1, rl__min_lr_ratio=0.5)
+    train_rl(config(tiny_llama_dir, tmp_path / "r", **first), log_fn=lambda *_: None)
+    built = []
+    build = state.build_trainer
+    monkeypatch.setattr(state, "build_trainer", lambda *a: built.append(build(*a)) or built[-1])
+    new = config(tiny_llama_dir, tmp_path / "r", **{**first, "rl__steps": 5, "rl__lr": 4e-3, "rl__warmup_steps": 2,
+                                                      "rl__min_lr_ratio": 0.1, "rl__weight_decay": 0.25,
+                                                      "critic__lr": 0.02, "critic__weight_decay": 0.5})
+    log = []
+    train_rl(new, resume=True, log_fn=log.append)
+    assert "--resume with a changed setting: rl.lr: 0.001 -> 0.004" in log
+    w = torch.nn.Parameter(torch.zeros(1))
+    schedule = cosine_schedule(torch.optim.AdamW([w], lr=4e-3), 2, 5, 0.1)
+    expected = []
+    for count in range(5):
+        expected.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    rows = [json.loads(r) for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["lr"] for r in rows[2:]] == pytest.approx(expected[2:], rel=1e-12)  # steps 3-5: counts 2-4
+    tr = built[0]
+    assert [(g["initial_lr"], g["weight_decay"]) for g in tr.optimizer.param_groups] == [(4e-3, 0.25)]
+    assert [(g["lr"], g["weight_decay"]) for g in tr.critic_optimizer.param_groups] == [(0.02, 0.5)]
+    assert tr.scheduler.base_lrs == [4e-3]
+    saved = load(tmp_path / "r" / "config.yaml")
+    assert (saved.rl.lr, saved.rl.steps, saved.critic.lr) == (4e-3, 5, 0.02)
+    assert load(tmp_path / "r" / "config.until-step-000002.yaml").rl.lr == 1e-3
+    log.clear()  # the next resume compares with the latest settings: nothing changed
+    train_rl(new, resume=True, log_fn=log.append)
+    assert not [line for line in log if "changed setting" in line]
+    assert sorted(p.name for p in (tmp_path / "r").glob("config*")) == ["config.until-step-000002.yaml", "config.yaml"]
+
+
+def test_a_failure_mid_run_says_where_to_continue(tiny_llama_dir, tmp_path, monkeypatch):
+    """A full disk while step 4's checkpoint is written (not a Ctrl-C): the error goes on up, and
+    the run first prints the last checkpoint and the command that continues it, which does."""
+    import errno
+
+    CALLS.update(n=0, stop_after=None)
+    save = torch.save
+
+    def full_disk(obj, path, *a, **k):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, path, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    log = []
+    with pytest.raises(OSError):
+        train_rl(config(tiny_llama_dir, tmp_path / "d"), log_fn=log.append)
+    out = tmp_path / "d"
+    assert log[-1] == (f"\nfailed (OSError: [Errno 28] No space left on device) during the checkpoint of step 4; "
+                       f"last checkpoint: {out / 'checkpoints' / 'step-000002'}; "
+                       f"continue with: rlvr train {out / 'config.yaml'} --resume")
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    assert train_rl(load_config(out / "config.yaml"), resume=True, log_fn=lambda *_: None)["steps"] == 4
+
+
 def test_resume_refuses_a_change_of_what_the_run_is(tmp_path):
     """--resume compares the saved config.yaml: a change of model, algorithm or critic layout is
     refused (critic.shared flips what a checkpoint's critic/ folder holds: a head alone, or a
@@ -168,3 +255,13 @@ def test_an_eval_breakdown_field_no_problem_has_is_refused_before_training(tiny_
     with pytest.raises(ValueError, match="eval.by field 'bukcet'"):
         run_sft(config(tiny_llama_dir, tmp_path / "sft", eval__by="bucket, bukcet"))
     assert not (tmp_path / "sft").exists()
+
+
+def test_a_run_out_of_time_says_why_a_resume_does_nothing(tiny_llama_dir, tmp_path):
+    """Stopped by rl.time_budget_s, resumed with the same budget: no step runs, and it says why."""
+    CALLS.update(n=0, stop_after=None)
+    cfg = config(tiny_llama_dir, tmp_path / "t", rl__time_budget_s=1e-9)
+    assert train_rl(cfg, log_fn=lambda *_: None)["steps"] == 1
+    log = []
+    assert train_rl(cfg, resume=True, log_fn=log.append)["steps"] == 1
+    assert any("rl.time_budget_s=1e-09 is spent already" in line and "larger rl.time_budget_s=" in line for line in log)
