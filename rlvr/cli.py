@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from rlvr.config import RECIPES, ConfigError, save_config
+from rlvr.rewards.guard import WorkerStartError
 
 
 def recipe_path(name: str) -> Path:
@@ -273,6 +274,9 @@ def cmd_verify(args) -> None:
         print(f"{sum(verdicts)}/{len(verdicts)} correct; wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if verdicts.failures:  # scored incorrect, but not judged: say how many, so a rate is read with it
+        print(f"{verdicts.failures} of {len(verdicts)} checks did not finish (over --timeout {args.timeout:g} s, or an "
+              "error in the checker) and are marked incorrect", file=sys.stderr)
 
 
 def cmd_demo(args) -> None:
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
         args = ap.parse_args(argv)  # no command, or help: argparse's own message
     try:
         args.fn(args)
-    except (ConfigError, OSError, ValueError, KeyError, ImportError) as e:  # OSError: a path, a hub id
+    except (ConfigError, OSError, ValueError, KeyError, ImportError, WorkerStartError) as e:  # OSError: a path, a hub id
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -209,6 +209,12 @@ def test_cli_verify(tmp_path):
     done = subprocess.run([sys.executable, "-m", "rlvr", "verify", str(bad)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode != 0 and "line 1: not valid JSON" in done.stderr
+    tower = tmp_path / "tower.jsonl"  # a check that cannot finish in time: counted, not silently wrong
+    tower.write_text(json.dumps({"gold": "1", "response": box("9^{9^{9^{9}}}")}) + "\n")
+    done = subprocess.run([sys.executable, "-m", "rlvr", "verify", str(tower), "--timeout", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and '"correct": false' in done.stdout
+    assert "1 of 1 checks did not finish (over --timeout 1 s" in done.stderr
 
 
 # found by review: each was accepted once (gold, extracted answer)
