@@ -35,8 +35,10 @@ class SamplingParams:
     seed: int | None = None  # None: use (and advance) the global torch RNG
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one token per row. logits [B, V] -> (tokens [B], logprobs [B]).
+def sample_next(logits: torch.Tensor, params: SamplingParams,
+                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row. logits [B, V], uniform [B, 1] float64 in [0, 1) (the row's random
+    number for this step; None: from the global RNG) -> (tokens [B], logprobs [B]).
 
     The logprob is that of the distribution actually sampled from: temperature-scaled and, with
     top-p, renormalised over the nucleus (what an importance ratio against this engine needs).
@@ -49,7 +51,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator) -> tupl
     logprobs = torch.log_softmax(logits / params.temperature, dim=-1)  # [B, V]
     if params.top_p < 1.0:
         logprobs = _nucleus(logprobs, params.top_p)
-    uniform = torch.rand((len(logits), 1), dtype=torch.float64, device=logits.device, generator=generator)  # [B, 1]
+    if uniform is None:
+        uniform = torch.rand((len(logits), 1), dtype=torch.float64, device=logits.device)  # [B, 1]
     tokens = _inverse_cdf(logprobs.exp(), uniform)  # [B]
     return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
 
@@ -124,9 +127,17 @@ class HFEngine:
 
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Completion]]:
         rows = [ids for ids in prompt_ids for _ in range(n)]  # prompt i's copies are rows i*n .. i*n+n-1
-        generator = None
-        if params.seed is not None and params.temperature > 0:
-            generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+        # every random number the call may use, drawn up front: row i's token t comes from
+        # draws[i, t], whichever other rows finished before it, whether finished rows leave the
+        # batch or stay (rollout.cuda_graph) and however max_batch cuts the call; and the call
+        # takes the same count from the RNG however its rows end
+        draws = None
+        if params.temperature > 0:
+            generator = None
+            if params.seed is not None:
+                generator = torch.Generator(device=self.model.device).manual_seed(params.seed)
+            draws = torch.rand((len(rows), params.max_new_tokens), dtype=torch.float64, device=self.model.device,
+                               generator=generator)  # [B, N]
         flat: list[tuple[list[int], list[float], str]] = []
         # inference_mode, not just no_grad: it skips version-counter work on every small op. Under
         # autocast, no_grad and one autocast region for the whole call: autocast then casts each
@@ -135,7 +146,8 @@ class HFEngine:
         no_grad = torch.inference_mode() if self.autocast is None else torch.no_grad()
         with no_grad, under_autocast(self.autocast, self.model.device):
             for start in range(0, len(rows), self.max_batch):
-                flat.extend(self._decode(rows[start : start + self.max_batch], params, generator))
+                part = None if draws is None else draws[start : start + self.max_batch]
+                flat.extend(self._decode(rows[start : start + self.max_batch], params, part))
         out = []
         for i in range(len(prompt_ids)):
             group = []
@@ -147,11 +159,12 @@ class HFEngine:
     def _text(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def _decode(self, rows: list[list[int]], params: SamplingParams, generator):
+    def _decode(self, rows: list[list[int]], params: SamplingParams, draws: torch.Tensor | None):
         with eval_mode(self.model):  # and back to its mode afterwards, also when decoding fails
-            yield from self._decode_rows(rows, params, generator)
+            yield from self._decode_rows(rows, params, draws)
 
-    def _decode_rows(self, rows: list[list[int]], params: SamplingParams, generator):
+    def _decode_rows(self, rows: list[list[int]], params: SamplingParams, draws: torch.Tensor | None):
+        """draws [B, N]: each row's random number for each step (None: greedy)."""
         device = self.model.device
         # each distinct prompt is prefilled once (a group's samples share it), then its cache and
         # last logits are repeated for every row that holds it
@@ -181,7 +194,7 @@ class HFEngine:
         stop_at = torch.zeros(B, dtype=torch.long, device=device)  # [b]
         stop_at_rows = torch.zeros(B, dtype=torch.long, device=device)  # [B] stop_at, saved as rows leave
         for t in range(N):
-            tok, lp = sample_next(logits, params, generator)  # [b], [b]
+            tok, lp = sample_next(logits, params, None if draws is None else draws[alive, t, None])  # [b], [b]
             tokens_out[alive, t] = tok
             logprobs_out[alive, t] = lp
             stop_at = torch.where(torch.isin(tok, eos) & (stop_at == 0), t + 1, stop_at)  # [b]

@@ -280,6 +280,25 @@ def test_the_static_engine_decodes_as_the_default_one(arch, monkeypatch):
     assert_same_completions(static, plain)
 
 
+@pytest.mark.parametrize("arch", ["qwen3", "embedded"])
+def test_a_seed_gives_each_row_the_same_samples_however_the_batch_runs(arch):
+    """Sampling with a seed: a row's tokens come from its own random numbers, so they do not
+    depend on which other rows ended first (and left the batch), on fixed-shape steps that keep
+    finished rows (rollout.cuda_graph), or on max_batch cutting the call. With one draw per live
+    row per step, each of these gave other samples (a reviewer: 18 of 24 changed)."""
+    model, tokenizer = make_model(arch)
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=3)
+    eos = [model.config.eos_token_id, 5, 7]  # frequent: rows end at many different steps
+    plain = HFEngine(model, tokenizer, eos_token_ids=eos).generate(PROMPTS, 4, params)
+    lengths = {len(c.token_ids) for group in plain for c in group}
+    assert len(lengths) > 3 and {c.finish_reason for group in plain for c in group} == {"stop", "length"}
+    for engine in (HFEngine(model, tokenizer, eos_token_ids=eos, cuda_graph=True),
+                   HFEngine(model, tokenizer, eos_token_ids=eos, max_batch=5)):
+        assert_same_completions(engine.generate(PROMPTS, 4, params), plain)
+    assert [c.token_ids for c in plain[0]] != [c.token_ids for c in HFEngine(model, tokenizer, eos_token_ids=eos)
+                                              .generate(PROMPTS, 4, SamplingParams(12, 1.0, seed=4))[0]]
+
+
 @torch.no_grad()
 def test_static_engine_samples_with_hf_logprobs():
     # Sampling (rows end at different steps and stay in the batch): each token's logprob is the HF

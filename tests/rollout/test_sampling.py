@@ -18,7 +18,8 @@ def test_nucleus_by_hand():
 def test_sampled_logprobs_are_those_of_the_sampling_distribution():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
     params = SamplingParams(temperature=0.5, top_p=0.9)
-    tokens, logprobs = sample_next(logits, params, torch.Generator().manual_seed(0))
+    tokens, logprobs = sample_next(logits, params, torch.rand((len(logits), 1), dtype=torch.float64,
+                                                                generator=torch.Generator().manual_seed(0)))
     expected = _nucleus(torch.log_softmax(logits[:1] / 0.5, -1), 0.9)[0]  # [V]
     torch.testing.assert_close(logprobs, expected[tokens])
     # empirical frequencies match the distribution the logprobs describe
