@@ -1,6 +1,10 @@
 """Peak memory of one policy-gradient backward pass: rlvr's fused output layer vs the naive
-logits -> log_softmax -> gather that most trainers use, side by side, on a random-init model
-with Qwen3-0.6B's shapes (vocabulary 151,936, width 1024, tied embeddings).
+logits -> log_softmax -> gather (a plain Hugging Face forward; OpenRLHF, verl without its fused
+kernels and older TRL), side by side, on a random-init model with Qwen3-0.6B's shapes
+(vocabulary 151,936, width 1024, tied embeddings). When TRL is installed, also TRL's own fused
+LM head (trl.trainer.utils.add_fused_lm_head, which its GRPOTrainer uses since 1.x: tiles, log
+probs and entropy, no [B, T, V] logits), so the comparison with the trainer we measure against
+elsewhere is there too.
 
     python benchmarks/memory.py                      # CPU: 2 layers, 4 x 256 tokens (a minute)
     python benchmarks/memory.py --layers 28 --batch 8 --seq 1024   # GPU: the full depth
@@ -12,8 +16,8 @@ allocates counts); on a GPU, torch.cuda.max_memory_allocated over the same basel
 are bf16 on a GPU and float32 on a CPU; with --autocast each variant runs a second time with
 float32 weights and the forward under bf16 autocast (model.autocast=bfloat16, the GPU default),
 printed beside the first; its figure includes autocast's bf16 copies of the weights. Ends with one
-JSON line: {"naive_mb", "fused_mb", "ratio", ...} (with --autocast also "naive_autocast_mb",
-"fused_autocast_mb", "ratio_autocast", ...).
+JSON line: {"naive_mb", "fused_mb", "ratio", ...} (with TRL also "trl_mb" and "ratio_trl", fused
+over TRL's; with --autocast also "naive_autocast_mb", "fused_autocast_mb", "ratio_autocast", ...).
 """
 
 from __future__ import annotations
@@ -60,7 +64,11 @@ def child(args) -> dict:
     batch = RolloutBatch(ids, attn, resp, torch.zeros(ids.shape), torch.zeros(args.batch), torch.zeros(args.batch),
                          torch.arange(args.batch))
     if args.variant == "fused":  # its one-time 5-token check of the output layer, not measured; nothing
-        _fused_parts(model)       # else runs before the baseline, for either variant
+        _fused_parts(model)       # else runs before the baseline, for any variant
+    if args.variant == "trl":  # as GRPOTrainer sets up its policy (log probs and entropy)
+        from trl.trainer.utils import add_fused_lm_head
+
+        add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -75,6 +83,11 @@ def child(args) -> dict:
         logp = torch.log_softmax(logits.float(), dim=-1)  # [B, T, V] float32
         lp = logp[:, :-1].gather(-1, ids[:, 1:, None].to(device)).squeeze(-1)
         lp = torch.cat([lp.new_zeros(args.batch, 1), lp], 1)
+    elif args.variant == "trl":  # labels -100 off the response, as GRPOTrainer scores completions
+        labels = ids.masked_fill(~resp, -100).to(device)
+        with under_autocast(autocast, device):
+            out = model(input_ids=ids.to(device), attention_mask=attn.to(device), labels=labels, fused_lm_head=True)
+        lp = torch.cat([out.log_probs.new_zeros(args.batch, 1), out.log_probs.float()], 1)  # [B, T]: token t at t
     else:
         lp, _ = token_stats(model, batch, 1.0, autocast=autocast)
     loss = -(lp * mask).sum() / mask.sum()
@@ -101,7 +114,7 @@ def main() -> None:
     ap.add_argument("--checkpointing", action="store_true", help="gradient checkpointing in both variants")
     ap.add_argument("--autocast", action="store_true",
                     help="also run each variant under bf16 autocast over float32 weights, printed beside the first")
-    ap.add_argument("--variant", choices=["naive", "fused"], help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=["naive", "fused", "trl"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.variant:
         print(json.dumps(child(args)))
@@ -110,7 +123,10 @@ def main() -> None:
           f"{', gradient checkpointing' if args.checkpointing else ''}; one forward + backward")
     precisions = ["plain", "autocast"] if args.autocast else ["plain"]
     results = {}  # (precision, variant) -> the child's row
-    for variant in ("naive", "fused"):
+    import importlib.util
+
+    variants = ("naive", "fused") + (("trl",) if importlib.util.find_spec("trl") else ())
+    for variant in variants:
         for precision in precisions:
             cmd = [sys.executable, __file__, "--variant", variant, "--layers", str(args.layers), "--batch",
                    str(args.batch), "--seq", str(args.seq)] + (["--checkpointing"] if args.checkpointing else [])
@@ -125,13 +141,19 @@ def main() -> None:
     ratios = {p: results[p, "fused"]["peak_mb"] / results[p, "naive"]["peak_mb"] for p in precisions}
     print("fused / naive = " + ", ".join(f"{ratios[p]:.2f} ({results[p, 'fused']['dtype']})" for p in precisions)
           + f" (target <= 0.5); one float32 [B, T, V] logits tensor is {logits_mb:.0f} MB")
+    if "trl" in variants:
+        print("fused / TRL's fused head = " + ", ".join(
+            f"{results[p, 'fused']['peak_mb'] / results[p, 'trl']['peak_mb']:.2f}" for p in precisions))
     plain = {v: results["plain", v] for v in ("naive", "fused")}
     row = {"naive_mb": round(plain["naive"]["peak_mb"], 1), "fused_mb": round(plain["fused"]["peak_mb"], 1),
            "ratio": round(ratios["plain"], 3), "layers": args.layers, "batch": args.batch, "seq": args.seq,
            "device": plain["fused"]["device"], "naive_s": round(plain["naive"]["seconds"], 2),
            "fused_s": round(plain["fused"]["seconds"], 2)}
+    if "trl" in variants:
+        row.update(trl_mb=round(results["plain", "trl"]["peak_mb"], 1), trl_s=round(results["plain", "trl"]["seconds"], 2),
+                   ratio_trl=round(plain["fused"]["peak_mb"] / results["plain", "trl"]["peak_mb"], 3))
     if args.autocast:
-        for v in ("naive", "fused"):
+        for v in variants:
             row[f"{v}_autocast_mb"] = round(results["autocast", v]["peak_mb"], 1)
             row[f"{v}_autocast_s"] = round(results["autocast", v]["seconds"], 2)
         row["ratio_autocast"] = round(ratios["autocast"], 3)
