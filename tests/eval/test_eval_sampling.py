@@ -25,7 +25,10 @@ def setup(tiny_llama_dir):
     model, tok = load_policy(str(tiny_llama_dir), dtype="float32")
     samples = [Sample(prompt=f"{i}+{i % 3}=", answer=str(i % 3), id=f"p{i}", meta={"kind": "even" if i % 2 else "odd"})
                for i in range(12)]
-    return HFEngine(model, tok, eos_token_ids(tok, model)), tok, samples
+    # the answer digits end a response too: a random model's responses would otherwise mostly be cut
+    # at 8 tokens (scored 0 as unfinished), and whether any sample scored would be the stream's luck
+    digits = tok.convert_tokens_to_ids(["0", "1", "2"])
+    return HFEngine(model, tok, eos_token_ids(tok, model) + digits), tok, samples
 
 
 def run(setup, tmp_path, name, **kw):

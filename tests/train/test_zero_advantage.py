@@ -199,7 +199,12 @@ def test_training_with_and_without_the_skip_ends_at_the_same_weights(tiny_llama_
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         skipped[skip] = [r["zero_adv_skipped"] for r in rows]
     assert max(skipped[True]) > 0 and max(skipped[False]) == 0
-    assert_same(weights[False], weights[True])
+    # whole steps, not one gradient: the micro-batches hold other rows with and without the skip,
+    # so float32 sums round differently, and AdamW's first steps (lr 1e-2, update ~ lr * sign)
+    # carry that into the weights: measured up to 1.5e-6 on weights of ~0.08. A gradient that
+    # differed in substance (a row's share lost) would move them by ~lr = 1e-2.
+    for name in weights[False]:
+        torch.testing.assert_close(weights[True][name], weights[False][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_the_ratio_range_is_over_the_tokens_computed(tiny_llama_dir):
