@@ -24,7 +24,7 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     sft.json, written as soon as its model is saved) is reused and re-evaluated, an unfinished
     one starts over (SFT is not resumable mid-phase), and RL continues from its last checkpoint.
     Earlier evaluations and summary.json are kept under names that say what they scored."""
-    from rlvr.cli import check_fresh, eval_model, need_heldout, run_sft
+    from rlvr.cli import check_fresh, eval_model, need_heldout
     from rlvr.config import save_config
     from rlvr.eval.compare import paired_compare
     from rlvr.eval.evaluate import format_table
@@ -51,33 +51,7 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
         check_fresh(out)
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    if resume and (out / "sft" / "sft.json").exists():
-        sft = json.loads((out / "sft" / "sft.json").read_text())
-        print(f"== resuming {out}: SFT done; held-out eval of its model")
-        run_dir.keep_earlier_eval(out / "sft" / "eval")
-        with _say_on_stop(f"during the held-out eval of the SFT model; `{again}` reuses the model and redoes it"):
-            before = eval_model(sft["model"], sft_cfg, out / "sft" / "eval")
-    else:
-        if resume and (out / "sft").exists():  # stopped mid-SFT: it starts over, its partial folder kept aside
-            aside = _free(out / "sft-stopped")
-            (out / "sft").rename(aside)
-            print(f"== resuming {out}: SFT had not finished, and is not resumable mid-phase: it starts again "
-                  f"(the stopped one's metrics are in {aside})")
-        print(f"== {out}\n== 1/4 supervised fine-tuning on worked solutions")
-        try:
-            sft, before = run_sft(sft_cfg)
-        except BaseException as e:
-            how = "stopped" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
-            if (out / "sft" / "sft.json").exists():  # the model is saved: only its evaluation was cut short
-                print(f"\n{how} during the held-out eval of the SFT model (saved in {out / 'sft' / 'model'}); "
-                      f"`{again}` reuses it and redoes the eval")
-            elif (out / "sft").exists():
-                print(f"\n{how} during SFT, which is not resumable mid-phase: `{again}` starts SFT again from "
-                      "scratch, then goes on to RL")
-            elif not resume:  # an input error before SFT wrote anything: leave no folder
-                (out / "config.yaml").unlink()  # behind that would refuse the corrected command
-                out.rmdir()
-            raise
+    sft, before = _sft_phase(out, sft_cfg, resume, again)
     print(f"== 2/4 RL ({cfg.rl.advantage} advantages, {cfg.rl.loss}) on answer-only problems")
     rl_cfg = dataclasses.replace(sft_cfg, model=dataclasses.replace(cfg.model, name_or_path=sft["model"]),
                                  output_dir=str(out / "rl"))
@@ -116,6 +90,44 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote {out / 'summary.json'}")
     return summary
+
+
+def _sft_phase(out: Path, sft_cfg: Config, resume: bool, again: str):
+    """Step 1 and its held-out eval: (sft.json's contents, the EvalResult). On --resume a finished
+    SFT (its sft.json) is reused and only re-evaluated; an unfinished one starts over, its folder
+    kept aside. A stop says what `again` will do; an input error before SFT wrote anything leaves
+    no folder behind that would refuse the corrected command."""
+    from rlvr.cli import eval_model, run_sft
+    from rlvr.train import run_dir
+
+    if resume and (out / "sft" / "sft.json").exists():
+        sft = json.loads((out / "sft" / "sft.json").read_text())
+        print(f"== resuming {out}: SFT done; held-out eval of its model")
+        run_dir.keep_earlier_eval(out / "sft" / "eval")
+        with _say_on_stop(f"during the held-out eval of the SFT model; `{again}` reuses the model and redoes it"):
+            before = eval_model(sft["model"], sft_cfg, out / "sft" / "eval")
+    else:
+        if resume and (out / "sft").exists():  # stopped mid-SFT: it starts over, its partial folder kept aside
+            aside = _free(out / "sft-stopped")
+            (out / "sft").rename(aside)
+            print(f"== resuming {out}: SFT had not finished, and is not resumable mid-phase: it starts again "
+                  f"(the stopped one's metrics are in {aside})")
+        print(f"== {out}\n== 1/4 supervised fine-tuning on worked solutions")
+        try:
+            sft, before = run_sft(sft_cfg)
+        except BaseException as e:
+            how = "stopped" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
+            if (out / "sft" / "sft.json").exists():  # the model is saved: only its evaluation was cut short
+                print(f"\n{how} during the held-out eval of the SFT model (saved in {out / 'sft' / 'model'}); "
+                      f"`{again}` reuses it and redoes the eval")
+            elif (out / "sft").exists():
+                print(f"\n{how} during SFT, which is not resumable mid-phase: `{again}` starts SFT again from "
+                      "scratch, then goes on to RL")
+            elif not resume:  # an input error before SFT wrote anything: leave no folder
+                (out / "config.yaml").unlink()  # behind that would refuse the corrected command
+                out.rmdir()
+            raise
+    return sft, before
 
 
 @contextlib.contextmanager

@@ -269,40 +269,14 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print, resume_command: st
     `resume_command`: what a stop or a failure prints to continue the run (a demo gives its own;
     by default `rlvr train OUT/config.yaml --resume`, which holds the settings it ran with)."""
     from rlvr.logging import MetricsLog, progress
-    from rlvr.tasks import PromptStream, load_task
     from rlvr.train import checkpoint
 
     owns_group = dist_utils.init_from_env()
     main = dist_utils.rank() == 0
     log_fn = log_fn if main else (lambda *a, **k: None)
     root = Path(cfg.output_dir)
-    state.check_world(cfg)
-    start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
-    changes = dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)) if resume else []
-    for change in changes:
-        log_fn(f"--resume with a changed setting: {change}")
-    data = load_task(cfg.task, need=("rl", "heldout"))
-    if data.heldout:  # the evaluations' breakdown fields, checked before training rather than at its end
-        from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
-
-        check_by(eval_problems(data.heldout, cfg.eval), eval_kwargs(cfg.eval)["by"])
-    torch.manual_seed(cfg.seed)  # every rank builds the same random weights (LoRA adapters, a critic's head)
-    tr = state.build_trainer(cfg, start_from)
-    if dist_utils.rank() > 0:
-        torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
-    dist_utils.check_replicas_equal(tr.model, "after building the model")
-    stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
-    step, elapsed = state.restore(tr, stream, start_from, cfg, log_fn) if start_from is not None else (0, 0.0)
-    saved = step if start_from is not None else None  # the step the newest checkpoint holds
-    if main:  # every input has been checked: only now does the run folder change
-        if resume:  # rows of the steps after the checkpoint: they are about to be redone
-            for name in ("metrics.jsonl", "rollouts.jsonl"):
-                run_dir.drop_rows_after(root / name, step)
-        if not resume or changes:
-            run_dir.record_config(root, cfg, step)
-    if cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s and step < cfg.rl.steps:
-        log_fn(f"rl.time_budget_s={cfg.rl.time_budget_s:g} is spent already ({elapsed:.0f} s trained): no step "
-               f"runs; resume with a larger rl.time_budget_s= (or 0: no limit) to train on to rl.steps={cfg.rl.steps}")
+    data, tr, stream, step, elapsed = _start(cfg, root, resume, log_fn)
+    saved = step if resume and step else None  # the step the newest checkpoint holds
     if resume_command is None:
         resume_command = f"rlvr train {root / 'config.yaml'} --resume"
         if dist_utils.world_size() > 1:
@@ -310,6 +284,7 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print, resume_command: st
     log = MetricsLog(root / "metrics.jsonl") if main else None
     bar = progress(cfg.rl.steps, step, "rl", disable=not main)
     row: dict = {}
+    doing = "the start"  # what the run was doing, for the message if it stops
     try:
         while step < cfg.rl.steps and not (cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s):
             t0 = time.perf_counter()
@@ -356,6 +331,42 @@ def train_rl(cfg: Config, resume: bool = False, log_fn=print, resume_command: st
             dist.destroy_process_group()
     log_fn(f"saved {final}")
     return {"checkpoint": str(final or checkpoint.latest(root)), "steps": step, "rl_seconds": elapsed, **row}
+
+
+def _start(cfg: Config, root: Path, resume: bool, log_fn):
+    """Everything before the first step, checked before the run folder changes: the output folder
+    and (on --resume) its checkpoint and settings, the task, the eval fields, the trainer, the
+    prompt stream; then the folder's metrics trimmed and its config recorded.
+    -> (task data, trainer, prompt stream, steps done, training seconds so far)."""
+    from rlvr.tasks import PromptStream, load_task
+
+    state.check_world(cfg)
+    start_from = dist_utils.from_rank0(lambda: run_dir.prepare_output(root, resume))
+    changes = dist_utils.from_rank0(lambda: run_dir.check_resume_config(root, cfg)) if resume else []
+    for change in changes:
+        log_fn(f"--resume with a changed setting: {change}")
+    data = load_task(cfg.task, need=("rl", "heldout"))
+    if data.heldout:  # the evaluations' breakdown fields, checked before training rather than at its end
+        from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
+
+        check_by(eval_problems(data.heldout, cfg.eval), eval_kwargs(cfg.eval)["by"])
+    torch.manual_seed(cfg.seed)  # every rank builds the same random weights (LoRA adapters, a critic's head)
+    tr = state.build_trainer(cfg, start_from)
+    if dist_utils.rank() > 0:
+        torch.manual_seed(cfg.seed + 7919 * dist_utils.rank())  # ranks sample differently
+    dist_utils.check_replicas_equal(tr.model, "after building the model")
+    stream = PromptStream(data.rl_train, cfg.seed)  # the same prompt order on every rank
+    step, elapsed = state.restore(tr, stream, start_from, cfg, log_fn) if start_from is not None else (0, 0.0)
+    if dist_utils.rank() == 0:  # every input has been checked: only now does the run folder change
+        if resume:  # rows of the steps after the checkpoint: they are about to be redone
+            for name in ("metrics.jsonl", "rollouts.jsonl"):
+                run_dir.drop_rows_after(root / name, step)
+        if not resume or changes:
+            run_dir.record_config(root, cfg, step)
+    if cfg.rl.time_budget_s and elapsed >= cfg.rl.time_budget_s and step < cfg.rl.steps:
+        log_fn(f"rl.time_budget_s={cfg.rl.time_budget_s:g} is spent already ({elapsed:.0f} s trained): no step "
+               f"runs; resume with a larger rl.time_budget_s= (or 0: no limit) to train on to rl.steps={cfg.rl.steps}")
+    return data, tr, stream, step, elapsed
 
 
 def periodic_eval(engine, tokenizer, heldout, reward, cfg: Config) -> float:
