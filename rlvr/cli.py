@@ -157,7 +157,7 @@ def problems_fingerprint(samples) -> str:
 
 
 def eval_model(model_path: str, cfg, out: Path | None):
-    from rlvr.eval.evaluate import eval_problems
+    from rlvr.eval.evaluate import check_by, eval_kwargs, eval_problems
     from rlvr.models import eos_token_ids, load_policy, run_autocast
     from rlvr.rewards import resolve
     from rlvr.rollout.hf import HFEngine
@@ -165,6 +165,7 @@ def eval_model(model_path: str, cfg, out: Path | None):
 
     data = load_task(cfg.task, need=("heldout",))
     samples = eval_problems(data.heldout, cfg.eval)
+    check_by(samples, eval_kwargs(cfg.eval)["by"])  # before the model loads
     model, tok = load_policy(model_path, dtype=cfg.model.dtype)
     engine = HFEngine(model, tok, eos_token_ids(tok, model),
                       autocast=run_autocast(cfg.model))

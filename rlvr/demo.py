@@ -84,7 +84,7 @@ def run_demo(cfg: Config, resume: bool = False) -> dict:
     }
     if (out / "summary.json").exists():  # from before the resume: kept, named for the checkpoint it scored
         earlier = json.loads((out / "summary.json").read_text()).get("checkpoint") or "earlier"
-        kept = _free(out / f"summary-{Path(earlier).name}.json")
+        kept = run_dir.free_name(out / f"summary-{Path(earlier).name}.json")
         (out / "summary.json").rename(kept)
         print(f"kept the earlier {out / 'summary.json'} as {kept}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -108,7 +108,7 @@ def _sft_phase(out: Path, sft_cfg: Config, resume: bool, again: str):
             before = eval_model(sft["model"], sft_cfg, out / "sft" / "eval")
     else:
         if resume and (out / "sft").exists():  # stopped mid-SFT: it starts over, its partial folder kept aside
-            aside = _free(out / "sft-stopped")
+            aside = run_dir.free_name(out / "sft-stopped")
             (out / "sft").rename(aside)
             print(f"== resuming {out}: SFT had not finished, and is not resumable mid-phase: it starts again "
                   f"(the stopped one's metrics are in {aside})")
@@ -138,14 +138,6 @@ def _say_on_stop(where: str):
     except (KeyboardInterrupt, Exception) as e:
         print(f"\n{'stopped' if isinstance(e, KeyboardInterrupt) else f'failed ({type(e).__name__}: {e})'} {where}")
         raise
-
-
-def _free(path: Path) -> Path:
-    """`path`, or path-2, path-3... (before the suffix): the first name not taken."""
-    n, free = 2, path
-    while free.exists():
-        free, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
-    return free
 
 
 def _step(ckpt: Path | None) -> int:

@@ -171,14 +171,15 @@ def evaluate(engine, tokenizer, samples: list[Sample], reward: Reward, template:
 
     k completions per problem at `temperature` (0: greedy, k = 1), repeated for `seeds` seeds;
     scores broken down by `bucket_field` (when the problems have it: the embedded task does, others
-    may not) and every metadata field in `by` (an error, before anything is generated, when no
-    problem has it). `extract` pulls the final answer out of a completion and `same` says when two
-    answers agree (for maj@k). An empty `samples` is an error: there is nothing to score.
+    may not) and every metadata field in `by` that some of them have (callers check the whole
+    held-out set with `check_by` first: under torchrun each rank evaluates a slice, and a field
+    missing from one rank's slice must not stop that rank alone). `extract` pulls the final answer
+    out of a completion and `same` says when two answers agree (for maj@k). An empty `samples` is
+    an error: there is nothing to score.
     """
     if not samples:
         raise ValueError("no held-out problems to evaluate: check the task's held-out set (task.eval_path "
                          "for a jsonl task) and eval.limit")
-    check_by(samples, by)
     if temperature == 0 and (k > 1 or seeds > 1):
         raise ValueError("greedy evaluation (temperature 0) is deterministic: use k = 1 and seeds = 1, "
                          "or set eval.temperature > 0 to sample")

@@ -196,6 +196,7 @@ class GuardedPool:
             if w.job >= 0:
                 out[w.job] = (None, error)
             w.kill()
+            w.stderr.close()
             self.workers.remove(w)
         for i in todo:
             out[i] = (None, error)
@@ -225,6 +226,7 @@ class GuardedPool:
     def close(self) -> None:
         for w in self.workers:
             w.kill()
+            w.stderr.close()
         self.workers = []
 
 

@@ -65,12 +65,14 @@ _MAGNITUDES = {"hundred": "100", "thousand": "1000", "million": "10^{6}", "billi
 _NOT_UNITS = {"or", "and", "not", "no", "yes", "is", "are", "wrong", "right", "more", "less", "only", "both", "none",
               "all", "each", "than", "about", "maybe", "either", "neither", "nor", "true", "false", "undefined"}
 # words after a value that change it ("2 \text{ squared}", "3 \text{ minus two}", "5 \text{ times larger}"):
-# never a unit in an answer (a magnitude word that scales is read as its number first)
-_CHANGES = {"squared", "cubed", "minus", "plus", "times", "divided", "over", "through", "to", "larger", "smaller",
-            "greater", "fewer", "half", "halves", "thirds", "quarters", "fourths", "fifths", "tenths", "hundredths",
-            "root", "roots", "power", "factorial", "hundred", "hundreds", "thousand", "thousands", "million",
-            "millions", "billion", "billions", "dozen", "dozens", "percent", "off", "lower", "higher", "least",
-            "most", "double", "triple", "twice", "thrice"}
+# never a unit in an answer (a magnitude word that scales is read as its number first). _CHANGES
+# change it alone; _CHANGES_IN_A_PHRASE only beside other words ("3 \text{ times}" counts times,
+# "4 \text{ quarters}" coins, "5 \text{ times larger}" is no 5)
+_CHANGES = {"squared", "cubed", "minus", "plus", "divided", "over", "larger", "smaller", "greater", "fewer",
+            "factorial", "hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion",
+            "billions", "dozen", "dozens", "percent", "lower", "higher", "double", "triple", "twice", "thrice"}
+_CHANGES_IN_A_PHRASE = {"times", "through", "to", "half", "halves", "thirds", "quarters", "fourths", "fifths",
+                        "tenths", "hundredths", "root", "roots", "power", "off", "least", "most"}
 
 
 def _clean(s: str, gold: bool = False) -> str:
@@ -114,7 +116,8 @@ def _clean(s: str, gold: bool = False) -> str:
     m = re.fullmatch(r"(.*?[\w}])\s*\\(?:text|mbox|mathrm)\s*\{\s*([A-Za-z][A-Za-z ]*?)\s*\}(?:\s*\^\s*\{?\d\}?)?", s.strip())
     if m and not re.search(r"\\text|\\mbox", m.group(1)) and (
             _UNIT_PHRASE.fullmatch(m.group(2))
-            or not set(m.group(2).lower().split()) & (_NOT_UNITS if gold else _NOT_UNITS | _CHANGES)):
+            or not set(words := m.group(2).lower().split()) & (_NOT_UNITS if gold else _NOT_UNITS | _CHANGES)
+            and (gold or len(words) == 1 or not set(words) & _CHANGES_IN_A_PHRASE)):
         s = m.group(1)
     s = s.strip().rstrip(".").strip()
     s = re.sub(r"\s+", " ", s)
@@ -384,7 +387,7 @@ def _scalar(g: str, a: str, problem: str | None) -> bool:
     if _SIMPLE_LHS.match(g) and _SIMPLE_LHS.match(a) and g.split("=")[0].strip() == a.split("=")[0].strip():
         g, a = g.split("=", 1)[1], a.split("=", 1)[1]
     if ("=" in g) != ("=" in a):  # math-verify would compare the right side of "2x = 4" with 4
-        g, a = (_stated_value(g) if "=" in g else g), (_stated_value(a) if "=" in a else a)
+        g, a = (_stated_value(g, problem) if "=" in g else g), (_stated_value(a, problem) if "=" in a else a)
         if g is None or a is None:
             return False
     if _key(g) == _key(a):
@@ -398,10 +401,15 @@ def _scalar(g: str, a: str, problem: str | None) -> bool:
     return _symbolic(g, a)
 
 
-def _stated_value(s: str) -> str | None:
-    """The right side of an equation that is a true statement about numbers ("\\frac{10}{2} = 5",
-    "3! = 6"), else None: "2x = 4", "x^2 = 2", "m + n = 5" state a condition, "0 = 2" a falsehood."""
+def _stated_value(s: str, problem: str | None = None) -> str | None:
+    """The value an equation gives, else None: its right side when the left names the quantity
+    asked for ("AB = 5", "m + n = 25": no digits, and in the problem's text when there is one) or
+    when it is a true statement about numbers ("\\frac{10}{2} = 5", "3! = 6"); "2x = 4", "x^2 = 2"
+    state a condition, "0 = 2" a falsehood."""
     lhs, _, rhs = s.partition("=")
+    compact = lambda t: re.sub(r"[\s${}]", "", t)  # noqa: E731 - "$m + n$" and "m+n" are one name
+    if re.fullmatch(r"[A-Za-z\\+\-\s{}()_^',]+", lhs) and (problem is None or compact(lhs) in compact(problem)):
+        return rhs
     try:
         left, right = _parse(lhs), _parse(rhs)
         return rhs if left.is_number and right.is_number and _same_number(left, right) else None

@@ -91,6 +91,15 @@ def record_config(root: Path, cfg, step: int) -> None:
     tmp.replace(path)
 
 
+def free_name(path: Path) -> Path:
+    """`path`, or path-2, path-3... (before the suffix): the first name not taken, for what a
+    resume moves aside rather than write over."""
+    n, free = 2, path
+    while free.exists():
+        free, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
+    return free
+
+
 def keep_earlier_eval(out: Path) -> Path | None:
     """Before a run's final evaluation is written into `out` (OUT/eval, a demo's sft/eval and
     rl/eval), an earlier one there, from before a --resume, moves to a sibling folder named for
@@ -102,10 +111,7 @@ def keep_earlier_eval(out: Path) -> Path | None:
         model = json.loads((out / "eval.json").read_text())["model"]
     except (OSError, ValueError, KeyError, TypeError):  # no eval.json: stopped during the evaluation
         model = None
-    name = f"{out.name}-{Path(str(model)).name}" if model else f"{out.name}-unfinished"
-    dest, n = out.with_name(name), 2
-    while dest.exists():
-        dest, n = out.with_name(f"{name}-{n}"), n + 1
+    dest = free_name(out.with_name(f"{out.name}-{Path(str(model)).name}" if model else f"{out.name}-unfinished"))
     out.rename(dest)
     print(f"kept the earlier evaluation in {out} ({model or 'unfinished'}) as {dest}")
     return dest

@@ -4,7 +4,7 @@ scores show no spread, and the inputs it refuses before generating anything."""
 import pytest
 
 from rlvr.config import EvalConfig
-from rlvr.eval.evaluate import _Problem, _score, eval_kwargs, evaluate
+from rlvr.eval.evaluate import _Problem, _score, check_by, eval_kwargs, evaluate
 from rlvr.types import Sample
 
 
@@ -63,11 +63,15 @@ def never(*_):  # evaluate() must refuse before it generates or scores anything
 
 
 def test_a_by_field_no_problem_has_is_refused():
+    """check_by, which every caller runs on the whole held-out set before evaluating (rlvr eval,
+    SFT, RL: tests/train/test_rl_plumbing.py), not evaluate() itself: under torchrun a rank's slice
+    may lack a field the set has, and one rank raising alone would leave the others waiting."""
     with pytest.raises(ValueError, match=r"eval.by field 'levle' is in none of the 2 problems' metadata; "
                                          r"they have: level, subject"):
-        evaluate(None, None, SAMPLES, never, "plain", 8, by=["subject", "levle"])
+        check_by(SAMPLES, ["subject", "levle"])
     with pytest.raises(ValueError, match=r"' level'"):  # an unstripped field names itself with its space
-        evaluate(None, None, SAMPLES, never, "plain", 8, by=[" level"])
+        check_by(SAMPLES, [" level"])
+    check_by(SAMPLES[:1], ["subject"])  # a field some problems have is fine
 
 
 def test_no_problems_is_refused():

@@ -45,6 +45,10 @@ CASES = [
     (r"45", box(r"45 \text{ handshakes}"), True, "a noun after the value is its unit"),
     (r"5", box(r"5 \text{ pieces of candy}"), True, "a noun phrase after the value is its unit"),
     (r"5", box(r"5 \text{ times larger}"), False, "words that change the value are no unit"),
+    (r"3", box(r"3 \text{ times}"), True, "a count word alone is its unit"),
+    (r"4", box(r"4 \text{ quarters}"), True, "coins"),
+    (r"25", box(r"m+n = 25"), True, "an equation naming the quantity asked for gives its value"),
+    (r"5", box(r"AB = 5"), True, "a segment's name labels its length"),
     (r"4000", box(r"4\text{ thousand}"), True, "a magnitude word scales, \\text or not"),
     (r"5", box(r"4 \text{ cm}"), False, "units do not rescue a wrong number"),
     (r"1.5 \times 10^{3}", box(r"1500"), True, "scientific notation"),
@@ -229,7 +233,7 @@ WRONG = [
     ("2^{200}", "2^{200}+1"), ("10^{-50}", r"2\cdot 10^{-50}"), ("0", "10^{-60}"),  # exact, not to a tolerance
     ("a+b", "A+B"), (r"\theta", r"\Theta"), ("c", "C"),  # case of variables
     ("12", "1 2"), ("1,200", "1, 200"), ("3", "x=4=3"), (r"2 \pmod 5", r"2 \pmod 7"),
-    ("4", "2x = 4"), ("2", "0 = 2"), ("5", r"2 \cdot 3 = 5"), ("2", "x^2 = 2"), ("5", "m + n = 5"),  # right side only
+    ("4", "2x = 4"), ("2", "0 = 2"), ("5", r"2 \cdot 3 = 5"), ("2", "x^2 = 2"), ("5", "n + 2 = 5"),  # right side only
     ("1", r"1 \text{ million}"), ("2", r"2 \text{ squared}"), ("3", r"3 \text{ minus two}"),  # words, not units
     ("1000200", "1 million 200"), ("2", r"2 \text{ or } 2"), ("(1,2)", "1 or 2"),  # "or" lists only for a gold list
 ]
@@ -392,6 +396,15 @@ def test_a_worked_solution_scores_correct_against_its_own_gold():
     assert not verify(gold, box("-3"))
     assert boxed_answer(r"so $x=\boxed{2}$ or $x=\boxed{-3}$.") is None
     assert boxed_answer(r"first \boxed{3}, then more work, finally \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+
+
+def test_an_equation_counts_when_its_left_side_is_what_the_problem_asks_for():
+    """`m+n = 25` answers "Find $m+n$"; `x + y = 7` does not answer "Find $x$" (with the problem
+    known, the left side must be named in it; without, any left side of letters is a name)."""
+    assert verify("25", box("m + n = 25"), "Then $m/n$ is in lowest terms. Find $m+n$.")
+    assert verify("5", box("AB = 5"), r"What is the length of $\overline{AB}$?")
+    assert not verify("7", box("x + y = 7"), "Find $x$.")
+    assert not verify("4", box("2x = 4"), "Find $x$.")
 
 
 def test_same_answer_is_symmetric():
