@@ -105,9 +105,9 @@ def run_sft(cfg):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")  # never half written
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    from rlvr.logging import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def cmd_train(args) -> dict:
@@ -269,9 +269,9 @@ def cmd_verify(args) -> None:
         out = Path(args.out)
         if out.resolve() == path.resolve():
             raise ValueError(f"--out {out} is the input file; write the scores to another file")
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        from rlvr.logging import write_text_atomic
+
+        write_text_atomic(out, text)
         print(f"{sum(verdicts)}/{len(verdicts)} correct; wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

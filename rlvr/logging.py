@@ -34,3 +34,11 @@ def progress(total: int, initial: int, desc: str, disable: bool = False) -> tqdm
     tty = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=tty, file=sys.stderr,
                 mininterval=0.1 if tty else 20.0, leave=True, disable=disable)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a crash mid-write leaves the
+    previous contents whole, never a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

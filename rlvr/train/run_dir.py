@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+from rlvr.logging import write_text_atomic
 from rlvr.train import checkpoint
 
 
@@ -154,9 +155,7 @@ def drop_rows_after(path: Path, step: int) -> None:
     """On resume, forget metrics of steps after the checkpoint: they are about to be redone."""
     if path.exists():
         rows = [line for line in path.read_text().splitlines() if _step(line) <= step]
-        tmp = path.with_name(path.name + ".tmp")  # the rows that stay are never only half written
-        tmp.write_text("".join(r + "\n" for r in rows))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(r + "\n" for r in rows))  # the rows that stay, never half written
 
 
 def _step(line: str) -> float:
